@@ -1,0 +1,150 @@
+"""Normalizing flows for posteriors in Pyro guides, amortized and global, behind one registry.
+
+Every flow maps base noise ``z_0`` to ``z_K`` (the generative direction, as in Pyro) and returns
+``sum_k log|det dz_k/dz_(k-1)|`` from the same computation. ``posterior_flow(name, latent_dim,
+num_flows, context_dim)`` builds the whole stack of ``num_flows`` steps as one module:
+
+* with ``context_dim``: an amortized Pyro ``ConditionalTransformModule``; ``.condition(h)`` with
+  encoder features ``h`` of shape ``(..., context_dim)`` gives the transform for those data points;
+* without: a global Pyro ``TransformModule`` with learned parameters.
+
+Example:
+    >>> import torch, pyro.distributions as dist
+    >>> flow = posterior_flow("sylvester-orthogonal", latent_dim=4, num_flows=2, context_dim=8)
+    >>> h, loc, scale = torch.randn(3, 8), torch.zeros(3, 4), torch.ones(3, 4)
+    >>> q = dist.TransformedDistribution(dist.Normal(loc, scale), [flow.condition(h)])
+    >>> z = q.rsample(); q.log_prob(z).shape
+    torch.Size([3])
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Sequence, Union
+
+from .base import (
+    AmortizedFamilyFlow,
+    AmortizedFlow,
+    FlowFamily,
+    FlowStack,
+    GlobalFamilyFlow,
+    GlobalFlow,
+    Hypernet,
+    NoInverseError,
+    check_sizes,
+)
+from .householder import householder_family
+from .iaf import AmortizedIAF, GlobalIAF
+from .planar import planar_family
+from .radial import radial_family
+from .sylvester import (
+    ConditionedSylvester,
+    orthogonalize,
+    sylvester,
+    sylvester_householder_family,
+    sylvester_orthogonal_family,
+    sylvester_triangular_family,
+)
+
+__all__ = [
+    "POSTERIOR_FLOWS",
+    "posterior_flow",
+    "AmortizedFlow",
+    "GlobalFlow",
+    "AmortizedFamilyFlow",
+    "GlobalFamilyFlow",
+    "AmortizedIAF",
+    "GlobalIAF",
+    "FlowFamily",
+    "FlowStack",
+    "Hypernet",
+    "NoInverseError",
+    "ConditionedSylvester",
+    "sylvester",
+    "orthogonalize",
+]
+
+PosteriorFlow = Union[AmortizedFlow, GlobalFlow]
+
+
+def _family_factory(make_family: Callable[..., FlowFamily]) -> Callable[..., PosteriorFlow]:
+    """A registry factory for a family whose amortized parameters come from a hypernetwork."""
+
+    def factory(
+        latent_dim: int,
+        num_flows: int,
+        context_dim: Optional[int] = None,
+        hypernet_dims: Sequence[int] = (),
+        **family_options,
+    ) -> PosteriorFlow:
+        check_sizes(latent_dim, num_flows)
+        family = make_family(latent_dim, **family_options)
+        if context_dim is None:
+            if hypernet_dims:
+                raise ValueError("hypernet_dims applies to amortized flows only: give context_dim")
+            return GlobalFamilyFlow(family, latent_dim, num_flows)
+        return AmortizedFamilyFlow(family, latent_dim, num_flows, context_dim, hypernet_dims)
+
+    factory.__doc__ = make_family.__doc__
+    return factory
+
+
+def _iaf_factory(
+    latent_dim: int,
+    num_flows: int,
+    context_dim: Optional[int] = None,
+    hidden_dims: Sequence[int] = (320, 320),
+    reverse_order: bool = True,
+    sigmoid_bias: float = 1.0,
+) -> PosteriorFlow:
+    """IAF steps, each with its own MADE of width ``hidden_dims``; see :mod:`.iaf`."""
+    if context_dim is None:
+        return GlobalIAF(latent_dim, num_flows, hidden_dims, reverse_order, sigmoid_bias)
+    return AmortizedIAF(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias)
+
+
+#: Flow name -> ``factory(latent_dim, num_flows, context_dim=None, **options)``.
+POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
+    "planar": _family_factory(planar_family),
+    "radial": _family_factory(radial_family),
+    "iaf": _iaf_factory,
+    "sylvester-orthogonal": _family_factory(sylvester_orthogonal_family),
+    "sylvester-householder": _family_factory(sylvester_householder_family),
+    "sylvester-triangular": _family_factory(sylvester_triangular_family),
+    "householder": _family_factory(householder_family),
+}
+
+
+def posterior_flow(
+    name: str,
+    latent_dim: int,
+    num_flows: int,
+    context_dim: Optional[int] = None,
+    **options,
+) -> PosteriorFlow:
+    """Build a stack of ``num_flows`` steps of the flow ``name`` as one module.
+
+    Args:
+        name: a key of :data:`POSTERIOR_FLOWS`.
+        latent_dim: size ``D`` of the latent variable.
+        num_flows: number of steps ``K``.
+        context_dim: size of the context (encoder features) for an amortized flow; ``None`` for a
+            global flow.
+        **options: ``hypernet_dims`` (hidden widths of the amortizing hypernetwork, default one
+            linear map); ``num_ortho_vecs`` (O-SNF's ``M``); ``num_householder`` (H-SNF's ``H``,
+            reflections per Householder-flow step); for ``iaf``: ``hidden_dims``, ``reverse_order``,
+            ``sigmoid_bias``.
+
+    Returns:
+        An :class:`AmortizedFlow` (``ConditionalTransformModule``) when ``context_dim`` is given,
+        else a :class:`GlobalFlow` (``TransformModule``).
+
+    Raises:
+        ValueError: for an unknown name, ``latent_dim < 1`` or ``num_flows < 1``.
+    """
+    try:
+        factory = POSTERIOR_FLOWS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown posterior flow {name!r}; known flows: {', '.join(POSTERIOR_FLOWS)}"
+        ) from None
+    return factory(latent_dim, num_flows, context_dim, **options)

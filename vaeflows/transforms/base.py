@@ -1,0 +1,309 @@
+"""The machinery every posterior flow shares: a stack of flow steps, its amortized and global forms.
+
+A posterior flow maps base noise ``z_0 ~ q0`` to ``z_K`` (the generative direction, as in Pyro).
+Each family (planar, radial, ...) says two things: the shapes of one step's raw parameters, and how
+to build its ``K`` step transforms from raw parameters with leading batch dims. The forms differ only
+in where raw parameters come from:
+
+* :class:`AmortizedFlow`, a Pyro ``ConditionalTransformModule``: a :class:`Hypernet` maps the
+  context (the encoder's features) to the raw parameters of **all K steps in one pass**, as in
+  van den Berg et al. (2018);
+* :class:`GlobalFlow`, a Pyro ``TransformModule``: the raw parameters are ``nn.Parameter`` s.
+
+Both hand the steps to :class:`FlowStack`, which runs them in order and returns ``z_K`` and
+``sum_k log|det dz_k/dz_(k-1)|`` from one computation.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from pyro.distributions import ConditionalTransformModule, TransformModule
+from torch import nn
+from torch.distributions import Transform, constraints
+
+__all__ = [
+    "FlowFamily",
+    "FlowStack",
+    "Hypernet",
+    "AmortizedFlow",
+    "GlobalFlow",
+    "AmortizedFamilyFlow",
+    "GlobalFamilyFlow",
+    "NoInverseError",
+    "check_sizes",
+    "Params",
+]
+
+Params = Dict[str, torch.Tensor]
+
+
+class NoInverseError(NotImplementedError):
+    """Raised when a flow without an analytic inverse is asked to invert a value it did not produce."""
+
+
+class FlowFamily:
+    """What one flow family contributes: raw parameter shapes per step and a step builder.
+
+    Args:
+        name: the registry name, e.g. ``"planar"``.
+        param_shapes: shapes of one step's raw parameters, name -> shape (no step or batch dims).
+        build_steps: ``build_steps(params) -> list of K transforms``; each tensor of ``params``
+            has shape ``(..., K, *param_shapes[name])`` where ``...`` are batch dims.
+        invertible: whether the steps have an analytic inverse.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        param_shapes: Dict[str, Tuple[int, ...]],
+        build_steps: Callable[[Params], List[Transform]],
+        invertible: bool,
+    ) -> None:
+        self.name = name
+        self.param_shapes = param_shapes
+        self.build_steps = build_steps
+        self.invertible = invertible
+
+
+class FlowStack(Transform):
+    """``K`` flow steps applied in order: ``z_K = f_K(...f_1(z_0))``.
+
+    Direction: base noise ``z_0`` to posterior sample ``z_K``. ``log_abs_det_jacobian(z_0, z_K)``
+    returns ``sum_k log|det dz_k/dz_(k-1)|`` of shape ``z.shape[:-1]``, computed in the same pass
+    as ``z_K`` and cached with it (one-entry cache keyed by tensor identity, as Pyro's flows).
+
+    For families without an analytic inverse (planar, radial, Sylvester) a ``FlowStack`` can only
+    score values it produced itself: build a fresh one (``flow.condition(context)``) for every
+    sample site.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, steps: Sequence[Transform], name: str, invertible: bool) -> None:
+        super().__init__(cache_size=1)
+        self.steps = list(steps)
+        self.name = name
+        self.invertible = invertible
+        self._cached_ladj: Optional[torch.Tensor] = None
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        ladj = z.new_zeros(z.shape[:-1])
+        for step in self.steps:
+            z_next = step(z)
+            ladj = ladj + step.log_abs_det_jacobian(z, z_next)
+            z = z_next
+        self._cached_ladj = ladj
+        return z
+
+    def _inverse(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.invertible:
+            raise NoInverseError(
+                f"The {self.name} flow has no analytic inverse, so it can only score values it "
+                "produced itself (the same tensor object). Score samples drawn from this very "
+                "transform, build a fresh one with .condition(context) for every sample site, "
+                "or use an invertible flow (iaf, householder) to score arbitrary values."
+            )
+        for step in reversed(self.steps):
+            z = step.inv(z)
+        self._cached_ladj = None  # the forward pass at the recovered input computes it on demand
+        return z
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_old, y_old = self._cached_x_y
+        if x is not x_old or y is not y_old:
+            self(x)  # recompute (and re-cache) the pass from this input
+        elif self._cached_ladj is None:
+            self._call(x)
+        return self._cached_ladj
+
+
+class Hypernet(nn.Module):
+    """Maps a context ``(..., C)`` to named raw parameters ``(..., *shape)`` in one pass.
+
+    By default one linear map (``hidden_dims=()``), the amortization of van den Berg et al.
+    (2018); with ``hidden_dims`` an MLP with ELU activations before the last linear map.
+
+    Args:
+        context_dim: ``C``, the size of the context's last dim.
+        param_shapes: name -> shape of the parameters to produce (without batch dims).
+        hidden_dims: hidden layer widths.
+    """
+
+    def __init__(
+        self,
+        context_dim: int,
+        param_shapes: Dict[str, Tuple[int, ...]],
+        hidden_dims: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        self.param_shapes = dict(param_shapes)
+        sizes = [context_dim, *hidden_dims]
+        layers: List[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ELU()]
+        total = sum(math.prod(shape) for shape in self.param_shapes.values())
+        layers.append(nn.Linear(sizes[-1], total))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, context: torch.Tensor) -> Params:
+        flat = self.net(context)
+        sizes = [math.prod(shape) for shape in self.param_shapes.values()]
+        return {
+            name: chunk.reshape(*context.shape[:-1], *shape)
+            for (name, shape), chunk in zip(
+                self.param_shapes.items(), flat.split(sizes, dim=-1)
+            )
+        }
+
+
+def check_sizes(latent_dim: int, num_flows: int) -> None:
+    for label, value in (("latent_dim", latent_dim), ("num_flows", num_flows)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+
+
+def _stacked_shapes(family: FlowFamily, num_flows: int) -> Dict[str, Tuple[int, ...]]:
+    return {name: (num_flows, *shape) for name, shape in family.param_shapes.items()}
+
+
+class AmortizedFlow(ConditionalTransformModule, abc.ABC):
+    """Base of the posterior flows whose parameters come from a context (the encoder's features).
+
+    ``flow.condition(context)`` checks the context and returns a :class:`FlowStack` for a batch of
+    contexts of shape ``(..., context_dim)``; the context broadcasts against the latent's leading
+    dims (particles, batch). Direction: ``z_0 -> z_K``. Subclasses say how to build the steps.
+    """
+
+    def __init__(
+        self, name: str, latent_dim: int, num_flows: int, context_dim: int, invertible: bool
+    ) -> None:
+        super().__init__()
+        check_sizes(latent_dim, num_flows)
+        if not isinstance(context_dim, int) or context_dim < 1:
+            raise ValueError(f"context_dim must be an integer >= 1, got {context_dim!r}")
+        self.name = name
+        self.latent_dim = latent_dim
+        self.num_flows = num_flows
+        self.context_dim = context_dim
+        self.invertible = invertible
+
+    @abc.abstractmethod
+    def steps(self, context: torch.Tensor) -> List[Transform]:
+        """The ``K`` step transforms for this context."""
+
+    def check_context(self, context: torch.Tensor) -> None:
+        """Raise a ValueError unless ``context`` is a tensor of shape ``(..., context_dim)``."""
+        if not torch.is_tensor(context) or context.dim() < 1:
+            raise ValueError(
+                f"{self.name} flow: context must be a tensor of shape (..., {self.context_dim})"
+            )
+        if context.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"{self.name} flow: the context's last dim has size {context.shape[-1]} "
+                f"but the flow was built with context_dim={self.context_dim}"
+            )
+
+    def condition(self, context: torch.Tensor) -> FlowStack:
+        self.check_context(context)
+        return FlowStack(self.steps(context), self.name, self.invertible)
+
+
+class GlobalFlow(TransformModule, abc.ABC):
+    """Base of the posterior flows with learned parameters shared by all data points.
+
+    Used like any Pyro ``TransformModule``: ``dist.TransformedDistribution(base, [flow])``.
+    Direction: ``z_0 -> z_K``; ``log_abs_det_jacobian(z_0, z_K)`` sums over the ``K`` steps.
+    Subclasses say how to build the steps from the current parameters.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, name: str, latent_dim: int, num_flows: int, invertible: bool) -> None:
+        super().__init__(cache_size=1)
+        check_sizes(latent_dim, num_flows)
+        self.name = name
+        self.latent_dim = latent_dim
+        self.num_flows = num_flows
+        self.invertible = invertible
+        self._stack: Optional[FlowStack] = None
+
+    @abc.abstractmethod
+    def steps(self) -> List[Transform]:
+        """The ``K`` step transforms with the current parameters."""
+
+    def _new_stack(self) -> FlowStack:
+        self._stack = FlowStack(self.steps(), self.name, self.invertible)
+        return self._stack
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        return self._new_stack()(z)
+
+    def _inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return self._new_stack().inv(z)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # A stack built for another input may hold parameters from before an optimizer step.
+        if self._stack is None or x is not self._stack._cached_x_y[0]:
+            self._new_stack()
+        return self._stack.log_abs_det_jacobian(x, y)
+
+
+class AmortizedFamilyFlow(AmortizedFlow):
+    """An amortized flow whose raw parameters come from one :class:`Hypernet` pass.
+
+    Args:
+        family: the flow family (see :mod:`vaeflows.transforms`).
+        latent_dim: size of ``z``.
+        num_flows: number of steps ``K``.
+        context_dim: size of the context's last dim.
+        hidden_dims: hidden widths of the hypernetwork; ``()`` is one linear map for all steps.
+    """
+
+    def __init__(
+        self,
+        family: FlowFamily,
+        latent_dim: int,
+        num_flows: int,
+        context_dim: int,
+        hidden_dims: Sequence[int] = (),
+    ) -> None:
+        super().__init__(family.name, latent_dim, num_flows, context_dim, family.invertible)
+        self.family = family
+        self.hypernet = Hypernet(context_dim, _stacked_shapes(family, num_flows), hidden_dims)
+
+    def steps(self, context: torch.Tensor) -> List[Transform]:
+        return self.family.build_steps(self.hypernet(context))
+
+
+class GlobalFamilyFlow(GlobalFlow):
+    """A global flow whose raw parameters are ``nn.Parameter`` s of shape ``(K, *shape)``.
+
+    Raw parameters start from ``U(-1/sqrt(D), 1/sqrt(D))``, as Pyro's global flows.
+
+    Args:
+        family: the flow family (see :mod:`vaeflows.transforms`).
+        latent_dim: size of ``z``.
+        num_flows: number of steps ``K``.
+    """
+
+    def __init__(self, family: FlowFamily, latent_dim: int, num_flows: int) -> None:
+        super().__init__(family.name, latent_dim, num_flows, family.invertible)
+        self.family = family
+        bound = 1.0 / math.sqrt(latent_dim)
+        self.params = nn.ParameterDict(
+            {
+                name: nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+                for name, shape in _stacked_shapes(family, num_flows).items()
+            }
+        )
+
+    def steps(self) -> List[Transform]:
+        return self.family.build_steps(dict(self.params.items()))
