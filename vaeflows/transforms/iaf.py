@@ -2,11 +2,12 @@
 
 One step: ``(m, s) = MADE(z[, h])``, ``gate = sigmoid(s + sigmoid_bias)``,
 ``z' = gate * z + (1 - gate) * m``, ``log|det| = sum_i log gate_i`` (``sigmoid_bias = 1`` as in
-van den Berg et al. 2018's code, the "forget bias"). Reuses Pyro's
-:class:`~pyro.distributions.transforms.AffineAutoregressive` (``stable=True``) and its conditional
-form with a MADE (:class:`~pyro.nn.AutoRegressiveNN`, ELU activations) that takes the encoder's
-features as context in its first layer. The variable order is reversed every other step
-(``reverse_order=True``). The inverse is exact but sequential over the ``D`` dimensions.
+van den Berg et al. 2018's code, the "forget bias"). The MADEs are Pyro's
+(:class:`~pyro.nn.AutoRegressiveNN`, ELU activations; the conditional one takes the encoder's
+features as an extra input of its first layer). The step is :class:`IAFStep`, the same maths as
+Pyro's ``AffineAutoregressive(stable=True)``, whose inverse builds its buffer in the default
+dtype and so fails on float64 inputs in Pyro 1.9.2. The variable order is reversed every other
+step (``reverse_order=True``). The inverse is exact but sequential over the ``D`` dimensions.
 
 References:
     Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, "Improving Variational Inference
@@ -16,17 +17,69 @@ References:
 from __future__ import annotations
 
 import warnings
-from typing import List, Sequence
+from functools import partial
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
-from pyro.distributions.transforms import AffineAutoregressive, ConditionalAffineAutoregressive
+import torch.nn.functional as F
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch import nn
-from torch.distributions import Transform
+from torch.distributions import Transform, constraints
 
 from .base import AmortizedFlow, GlobalFlow
 
-__all__ = ["AmortizedIAF", "GlobalIAF"]
+__all__ = ["IAFStep", "AmortizedIAF", "GlobalIAF"]
+
+
+class IAFStep(Transform):
+    """One gated IAF step ``z' = gate * z + (1 - gate) * m``, ``gate = sigmoid(s + sigmoid_bias)``.
+
+    Args:
+        made: ``made(z) -> (m, s)``, autoregressive in the order ``permutation``.
+        permutation: the MADE's variable order (the inverse fills ``z`` in this order).
+        sigmoid_bias: the gate's bias.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(
+        self,
+        made: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]],
+        permutation: torch.Tensor,
+        sigmoid_bias: float,
+    ) -> None:
+        super().__init__(cache_size=1)
+        self.made = made
+        self.permutation = permutation
+        self.sigmoid_bias = sigmoid_bias
+        self._cached_ladj: Optional[torch.Tensor] = None
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        mean, logit = self.made(z)
+        logit = logit + self.sigmoid_bias
+        gate = torch.sigmoid(logit)
+        self._cached_ladj = F.logsigmoid(logit).sum(-1)
+        return gate * z + (1 - gate) * mean
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        # z_i = (y_i - (1 - gate_i) m_i) / gate_i, where m_i, gate_i depend on z_<i (MADE order)
+        columns = [y.new_zeros(y.shape[:-1])] * y.shape[-1]
+        for i in self.permutation.tolist():
+            mean, logit = self.made(torch.stack(columns, dim=-1))
+            gate = torch.sigmoid(logit[..., i] + self.sigmoid_bias)
+            columns[i] = (y[..., i] - (1 - gate) * mean[..., i]) / gate
+        self._cached_ladj = None
+        return torch.stack(columns, dim=-1)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_old, y_old = self._cached_x_y
+        if x is not x_old or y is not y_old:
+            self(x)
+        elif self._cached_ladj is None:
+            self._call(x)
+        return self._cached_ladj
 
 
 def _order(latent_dim: int, step: int, reverse_order: bool) -> torch.Tensor:
@@ -73,17 +126,17 @@ class AmortizedIAF(AmortizedFlow):
         sigmoid_bias: float = 1.0,
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, context_dim, invertible=True)
-        self.flows = nn.ModuleList(
-            ConditionalAffineAutoregressive(
-                _made(latent_dim, context_dim, hidden_dims, _order(latent_dim, k, reverse_order)),
-                stable=True,
-                sigmoid_bias=sigmoid_bias,
-            )
+        self.sigmoid_bias = sigmoid_bias
+        self.mades = nn.ModuleList(
+            _made(latent_dim, context_dim, hidden_dims, _order(latent_dim, k, reverse_order))
             for k in range(num_flows)
         )
 
     def steps(self, context: torch.Tensor) -> List[Transform]:
-        return [flow.condition(context) for flow in self.flows]
+        return [
+            IAFStep(partial(made, context=context), made.permutation, self.sigmoid_bias)
+            for made in self.mades
+        ]
 
 
 class GlobalIAF(GlobalFlow):
@@ -106,14 +159,11 @@ class GlobalIAF(GlobalFlow):
         sigmoid_bias: float = 1.0,
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, invertible=True)
-        self.flows = nn.ModuleList(
-            AffineAutoregressive(
-                _made(latent_dim, 0, hidden_dims, _order(latent_dim, k, reverse_order)),
-                stable=True,
-                sigmoid_bias=sigmoid_bias,
-            )
+        self.sigmoid_bias = sigmoid_bias
+        self.mades = nn.ModuleList(
+            _made(latent_dim, 0, hidden_dims, _order(latent_dim, k, reverse_order))
             for k in range(num_flows)
         )
 
     def steps(self) -> List[Transform]:
-        return list(self.flows)
+        return [IAFStep(made, made.permutation, self.sigmoid_bias) for made in self.mades]

@@ -12,7 +12,8 @@ The three variants differ in ``Q``:
 
 * **O-SNF** (``sylvester-orthogonal``): ``M = num_ortho_vecs`` columns made orthonormal by the
   iteration ``Q <- Q (I + (I - Q^T Q) / 2)`` from a Frobenius-normalized start, until
-  ``|Q^T Q - I|_F`` is below a tolerance (1e-6, or 1e-12 in float64) or 100 iterations;
+  ``|Q^T Q - I|_F`` is below a tolerance (1e-6, or 1e-12 in float64; never below the rounding
+  floor ``4 eps M``) or 100 iterations;
 * **H-SNF** (``sylvester-householder``): ``Q`` (``M = D``) a product of ``num_householder``
   reflections ``I - 2 v v^T / |v|^2``;
 * **T-SNF** (``sylvester-triangular``): ``Q = I`` on even steps and the reversal permutation on odd
@@ -71,8 +72,9 @@ def sylvester(
     return z_out, ladj
 
 
-def _tolerance(dtype: torch.dtype) -> float:
-    return 1e-12 if dtype == torch.float64 else 1e-6
+def _tolerance(dtype: torch.dtype, m: int) -> float:
+    """The paper's 1e-6 (1e-12 in float64), or the rounding floor of ``Q^T Q`` if that is larger."""
+    return max(1e-12 if dtype == torch.float64 else 1e-6, 4 * torch.finfo(dtype).eps * m)
 
 
 def orthogonalize(
@@ -85,7 +87,7 @@ def orthogonalize(
     convergence), until ``max |Q^T Q - I|_F <= tol`` over the batch. Warns if ``max_iter``
     iterations do not reach ``tol``.
     """
-    tol = _tolerance(q.dtype) if tol is None else tol
+    tol = _tolerance(q.dtype, q.shape[-1]) if tol is None else tol
     eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
     q = q / torch.linalg.matrix_norm(q, keepdim=True)
     for _ in range(max_iter):

@@ -1,0 +1,270 @@
+"""One generic test of every registered posterior flow, amortized and global.
+
+Checks run in float64 with every parameter perturbed by N(0, 0.5^2) away from its initialization
+(tests at initialization only are how Pyro's Sylvester log-det bug slipped through).
+"""
+
+import io
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+
+from vaeflows.transforms import POSTERIOR_FLOWS, NoInverseError, posterior_flow
+
+NAMES = list(POSTERIOR_FLOWS)
+CONTEXT_DIM = 6
+NUM_FLOWS = 3
+LEADS = [(4,), (2, 3)]
+FORMS = ["amortized", "global"]
+
+
+def small_options(name):
+    return {"hidden_dims": (12, 12)} if name == "iaf" else {}
+
+
+def make_flow(name, form, latent_dim, seed=0, dtype=torch.float64, perturb=0.5):
+    torch.manual_seed(seed)
+    context_dim = CONTEXT_DIM if form == "amortized" else None
+    flow = posterior_flow(name, latent_dim, NUM_FLOWS, context_dim, **small_options(name))
+    flow = flow.to(dtype)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(perturb * torch.randn_like(p))
+    return flow
+
+
+def transform_of(flow, form, lead, dtype=torch.float64, seed=1):
+    """The transform to apply to latents of shape ``lead + (D,)``; the context has the batch dim
+    only, so that it broadcasts against the particle dim of ``(P, B)``."""
+    if form == "global":
+        return flow
+    generator = torch.Generator().manual_seed(seed)
+    context = torch.randn(lead[-1], CONTEXT_DIM, generator=generator, dtype=dtype)
+    return flow.condition(context)
+
+
+def per_sample_jacobians(fn, z):
+    """``(N, D, D)`` Jacobians of a map applied row-wise to ``z`` of shape ``lead + (D,)``."""
+    d = z.shape[-1]
+    n = z.numel() // d
+    jac = torch.autograd.functional.jacobian(fn, z).reshape(n, d, n, d)
+    return jac[torch.arange(n), :, torch.arange(n), :]
+
+
+cases = pytest.mark.parametrize("name", NAMES)
+forms = pytest.mark.parametrize("form", FORMS)
+dims = pytest.mark.parametrize("latent_dim", [1, 2, 5])
+leads = pytest.mark.parametrize("lead", LEADS, ids=["B", "PxB"])
+
+
+@cases
+@forms
+@dims
+@leads
+def test_log_det_matches_autograd_jacobian(name, form, latent_dim, lead):
+    flow = make_flow(name, form, latent_dim)
+    transform = transform_of(flow, form, lead)
+    z = torch.randn(*lead, latent_dim, dtype=torch.float64)
+    y = transform(z)
+    ladj = transform.log_abs_det_jacobian(z, y)
+    assert y.shape == z.shape and ladj.shape == lead
+    expected = torch.linalg.slogdet(per_sample_jacobians(transform, z)).logabsdet
+    torch.testing.assert_close(ladj.reshape(-1), expected, rtol=0, atol=1e-8)
+
+
+@cases
+@forms
+@leads
+def test_inverse(name, form, lead):
+    flow = make_flow(name, form, 5)
+    transform = transform_of(flow, form, lead)
+    z = torch.randn(*lead, 5, dtype=torch.float64)
+    y = transform(z)
+    assert transform.inv(y) is z  # its own sample is scored through the cache
+    fresh = y.clone()
+    if flow.invertible:
+        torch.testing.assert_close(transform.inv(fresh), z, rtol=0, atol=1e-9)
+        x = transform.inv(fresh)
+        # the log-det at a recovered input is the forward one
+        torch.testing.assert_close(
+            transform.log_abs_det_jacobian(x, fresh), transform.log_abs_det_jacobian(z, y)
+        )
+    else:
+        with pytest.raises(NoInverseError, match="no analytic inverse"):
+            transform.inv(fresh)
+
+
+@cases
+@forms
+@pytest.mark.parametrize("latent_dim", [2, 5])
+def test_gradients_reach_every_parameter(name, form, latent_dim):
+    # (With D = 1 some parameters rightly get no gradient: a reflection of a line is -z whatever v.)
+    flow = make_flow(name, form, latent_dim)
+    transform = transform_of(flow, form, (4,))
+    z = torch.randn(4, latent_dim, dtype=torch.float64)
+    y = transform(z)
+    (y.sin().sum() + transform.log_abs_det_jacobian(z, y).sum()).backward()
+    for param_name, p in flow.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, param_name
+
+
+@cases
+@forms
+def test_state_dict_round_trip(name, form):
+    flow = make_flow(name, form, 5, seed=0)
+    buffer = io.BytesIO()
+    torch.save(flow.state_dict(), buffer)
+    buffer.seek(0)
+    other = make_flow(name, form, 5, seed=123)
+    other.load_state_dict(torch.load(buffer))
+    z = torch.randn(2, 3, 5, dtype=torch.float64)
+    outs = []
+    for f in (flow, other):
+        t = transform_of(f, form, (2, 3))
+        y = t(z)
+        outs.append((y, t.log_abs_det_jacobian(z, y)))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+
+@cases
+@forms
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))],
+)
+def test_dtype_and_device_follow_input(name, form, dtype, device):
+    flow = make_flow(name, form, 5, dtype=dtype).to(device)
+    if form == "global":
+        transform = flow
+    else:
+        transform = flow.condition(torch.randn(4, CONTEXT_DIM, dtype=dtype, device=device))
+    z = torch.randn(4, 5, dtype=dtype, device=device)
+    y = transform(z)
+    ladj = transform.log_abs_det_jacobian(z, y)
+    for t in (y, ladj):
+        assert t.dtype == dtype and t.device.type == device
+        assert torch.isfinite(t).all()
+
+
+@cases
+@forms
+@pytest.mark.parametrize("scale", [0.0, 10.0], ids=["init", "params~N(0,10^2)"])
+def test_finite_at_init_and_with_large_parameters(name, form, scale):
+    for seed in range(3):
+        flow = make_flow(name, form, 5, seed=seed, dtype=torch.float32, perturb=0.0)
+        with torch.no_grad():
+            for p in flow.parameters():
+                if scale:
+                    p.copy_(scale * torch.randn_like(p))
+        transform = transform_of(flow, form, (16,), dtype=torch.float32)
+        z = torch.randn(16, 5)
+        y = transform(z)
+        ladj = transform.log_abs_det_jacobian(z, y)
+        assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
+
+
+# --- inside a real Pyro guide -------------------------------------------------------------------
+
+DATA_DIM, LATENT, N = 3, 2, 32
+
+
+def toy_data():
+    torch.manual_seed(0)
+    z = torch.randn(N, LATENT)
+    return torch.tanh(z @ torch.randn(LATENT, DATA_DIM)) + 0.1 * torch.randn(N, DATA_DIM)
+
+
+class FlowGuideModel(torch.nn.Module):
+    """A nonlinear latent-variable model with one latent per data point and a flow guide."""
+
+    def __init__(self, name, form):
+        super().__init__()
+        self.decoder = torch.nn.Linear(LATENT, DATA_DIM)
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(DATA_DIM, CONTEXT_DIM), torch.nn.Tanh())
+        self.loc = torch.nn.Linear(CONTEXT_DIM, LATENT)
+        self.scale = torch.nn.Sequential(torch.nn.Linear(CONTEXT_DIM, LATENT), torch.nn.Softplus())
+        context_dim = CONTEXT_DIM if form == "amortized" else None
+        self.flow = posterior_flow(name, LATENT, 2, context_dim, **small_options(name))
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(LATENT), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(torch.tanh(self.decoder(z)), 0.1).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("guide", self)
+        h = self.encoder(x)
+        transform = self.flow.condition(h) if hasattr(self.flow, "condition") else self.flow
+        with pyro.plate("data", x.shape[0]):
+            q = dist.TransformedDistribution(dist.Normal(self.loc(h), self.scale(h)), [transform])
+            assert q.event_shape == (LATENT,)
+            pyro.sample("z", q)
+
+
+@cases
+@forms
+@pytest.mark.parametrize("particles", [1, 4], ids=["Trace_ELBO", "vectorized-4"])
+def test_trains_in_a_pyro_guide(name, form, particles):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    x = toy_data()
+    vae = FlowGuideModel(name, form)
+    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1)
+    svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-2}), elbo)
+    losses = [svi.step(x) for _ in range(80)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first - 0.1 * abs(first), (first, last)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError) as info:
+        posterior_flow("planr", 4, 2)
+    for name in NAMES:
+        assert name in str(info.value)
+
+
+@cases
+def test_context_size_mismatch_names_both_sizes(name):
+    flow = posterior_flow(name, 4, 2, context_dim=6, **small_options(name))
+    with pytest.raises(ValueError, match=r"size 5.*context_dim=6"):
+        flow.condition(torch.randn(3, 5))
+
+
+@cases
+@forms
+@pytest.mark.parametrize("sizes", [(0, 2), (4, 0), (-1, 1)])
+def test_bad_sizes(name, form, sizes):
+    context_dim = CONTEXT_DIM if form == "amortized" else None
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        posterior_flow(name, *sizes, context_dim=context_dim)
+
+
+# --- the pieces of the Sylvester flows ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("dim,m", [(5, 2), (16, 16), (64, 8)])
+def test_orthogonalize_gives_orthonormal_columns(dtype, atol, dim, m):
+    from vaeflows.transforms.sylvester import orthogonalize
+
+    q = orthogonalize(10 * torch.randn(7, dim, m, dtype=dtype))
+    eye = torch.eye(m, dtype=dtype).expand(7, m, m)
+    torch.testing.assert_close(q.mT @ q, eye, rtol=0, atol=atol)
+
+
+def test_orthogonalize_warns_when_it_does_not_converge():
+    from vaeflows.transforms.sylvester import orthogonalize
+
+    with pytest.warns(UserWarning, match="did not reach"):
+        orthogonalize(torch.randn(3, 8, 4), max_iter=1)
