@@ -1,0 +1,253 @@
+"""A resumable training loop for any objective: epochs, validation, early stopping, checkpoints.
+
+The loop knows nothing of VAEs: it takes a module, a differentiable ``loss(batch, epoch)`` (a mean
+over the batch) and a ``validate()`` giving a number to minimize. Its state lives in ``RUN_DIR``:
+
+* ``last.pt``: module, optimizer, Pyro's param store, epoch, history, early-stopping state and every
+  RNG state, written atomically after each finished epoch; ``fit`` resumes from it, and a run
+  stopped and resumed gives the same losses as one that was not stopped;
+* ``best.pt``: the module's weights at the best validation value so far.
+
+A NaN or infinite loss stops training with :class:`TrainingDiverged`; ``last.pt`` is then the
+last good epoch. Losses are summed on the device and read once per epoch (no sync per step).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import pyro
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["TrainConfig", "TrainingDiverged", "CheckpointMismatch", "fit", "kl_beta", "make_optimizer"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings; defaults are van den Berg et al. (2018)'s protocol.
+
+    Attributes:
+        epochs: maximum number of epochs (the paper: 2000).
+        batch_size: minibatch size (100).
+        lr: learning rate (5e-4).
+        optimizer: ``"adamax"`` (the paper, eps 1e-7) or ``"adam"``.
+        warmup: KL warm-up epochs, ``beta = min(epoch / warmup, 1)`` (100; 0 disables it).
+        patience: early-stopping patience in epochs, counted after the warm-up (100).
+        clip_norm: clip the gradients' global norm to this value (``None``: no clipping).
+        seed: seeds torch, numpy and Python's RNGs.
+    """
+
+    epochs: int = 2000
+    batch_size: int = 100
+    lr: float = 5e-4
+    optimizer: str = "adamax"
+    warmup: int = 100
+    patience: int = 100
+    clip_norm: Optional[float] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class CheckpointMismatch(ValueError):
+    """A run directory holds a checkpoint of another configuration, or an unreadable one."""
+
+
+OPTIMIZERS: Dict[str, Callable] = {
+    "adamax": lambda params, lr: torch.optim.Adamax(params, lr=lr, eps=1e-7),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+}
+
+
+def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return OPTIMIZERS[config.optimizer](module.parameters(), config.lr)
+
+
+def kl_beta(epoch: int, warmup: int) -> float:
+    """KL warm-up weight of (1-based) ``epoch``: ``min(epoch / warmup, 1)``; 1 when ``warmup = 0``."""
+    return 1.0 if warmup == 0 else min(epoch / warmup, 1.0)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location: Optional[str] = None) -> dict:
+    """Load a checkpoint written by :func:`fit`, with a clear error if it is missing or corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: train a model into that directory first")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise CheckpointMismatch(
+            f"{path} is not a readable vaeflows checkpoint ({type(error).__name__}: {error}); "
+            "delete it to start afresh"
+        ) from None
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    best_valid: float = float("inf")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: List[dict] = field(default_factory=list)
+
+
+def fit(
+    module: nn.Module,
+    loss: Callable[[torch.Tensor, int], torch.Tensor],
+    validate: Callable[[], float],
+    train_data: torch.Tensor,
+    config: TrainConfig,
+    run_dir: Path,
+    signature: dict,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> List[dict]:
+    """Train ``module`` by minimizing ``loss`` over minibatches of ``train_data``; resumable.
+
+    Args:
+        module: holds every trained parameter; saved in the checkpoints.
+        loss: ``loss(batch, epoch)``, a differentiable scalar (mean per data point).
+        validate: the number early stopping minimizes, computed after each epoch.
+        train_data: ``(N, ...)`` tensor on the training device, shuffled every epoch.
+        config: the optimization settings.
+        run_dir: where ``last.pt``/``best.pt`` live; an existing ``last.pt`` is resumed.
+        signature: what must match to resume (model and data settings); a ``last.pt`` with another
+            signature raises :class:`CheckpointMismatch`.
+        progress: show a progress bar per epoch.
+        log: called with one summary line per epoch.
+
+    Returns:
+        The per-epoch history: dicts with ``epoch``, ``train_loss``, ``valid``, ``beta``,
+        ``seconds``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    optimizer = make_optimizer(module, config)
+    state = _State()
+    if last.exists():
+        checkpoint = load_checkpoint(last, map_location=str(train_data.device))
+        if checkpoint.get("signature") != signature:
+            raise CheckpointMismatch(
+                f"{run_dir} holds a run with settings {checkpoint.get('signature')}, "
+                f"not {signature}: resume it with the same settings, or train into another --out"
+            )
+        module.load_state_dict(checkpoint["module"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        pyro.get_param_store().set_state(checkpoint["param_store"])
+        state = _State(**checkpoint["state"])
+        _set_rng_state(checkpoint["rng"])
+        log(f"resumed {run_dir} after epoch {state.epoch}")
+    else:
+        pyro.clear_param_store()
+        pyro.set_rng_seed(config.seed)
+
+    num = train_data.shape[0]
+    while state.epoch < config.epochs:
+        epoch = state.epoch + 1
+        if epoch > config.warmup and state.bad_epochs >= config.patience and config.patience:
+            log(f"early stop: no validation improvement for {config.patience} epochs")
+            break
+        start = time.perf_counter()
+        module.train()
+        order = torch.randperm(num, device=train_data.device)
+        total = torch.zeros((), device=train_data.device)
+        bar = tqdm(
+            range(0, num, config.batch_size),
+            desc=f"epoch {epoch}/{config.epochs}",
+            leave=False,
+            disable=not progress,
+        )
+        for begin in bar:
+            batch = train_data[order[begin : begin + config.batch_size]]
+            value = loss(batch, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            if config.clip_norm is not None:
+                nn.utils.clip_grad_norm_(module.parameters(), config.clip_norm)
+            optimizer.step()
+            total = total + value.detach() * batch.shape[0]
+        train_loss = total.item() / num
+        if not np.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"the training loss became {train_loss} in epoch {epoch}; {last} holds the last "
+                "good epoch. Lower the learning rate (--lr) or clip gradients (--clip-norm)."
+            )
+        module.eval()
+        valid = validate()
+        seconds = time.perf_counter() - start
+        beta = kl_beta(epoch, config.warmup)
+        state.history.append(
+            {"epoch": epoch, "train_loss": train_loss, "valid": valid, "beta": beta, "seconds": seconds}
+        )
+        state.epoch = epoch
+        if valid < state.best_valid:
+            state.best_valid, state.best_epoch, state.bad_epochs = valid, epoch, 0
+            _save({"module": module.state_dict(), "signature": signature, "epoch": epoch}, best)
+        elif epoch > config.warmup:
+            state.bad_epochs += 1
+        _save(
+            {
+                "module": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "param_store": pyro.get_param_store().get_state(),
+                "state": asdict(state),
+                "rng": _rng_state(),
+                "signature": signature,
+                "config": asdict(config),
+            },
+            last,
+        )
+        log(
+            f"epoch {epoch:4d}  train {train_loss:9.3f}  valid {valid:9.3f}  beta {beta:.2f}  "
+            f"{seconds:6.2f}s" + ("  *best*" if state.best_epoch == epoch else "")
+        )
+    return state.history
+
+
+def write_json(obj: dict, path: Path) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,95 @@
+"""The pictures of a run: reconstructions, samples and the learning curve, as PNGs.
+
+matplotlib is an optional dependency (``pip install vaeflows[data]``); without it the PNGs are
+skipped with one line saying so.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+
+__all__ = ["image_grid", "save_images", "save_learning_curve", "draw_run"]
+
+
+def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """Tile ``(N, C, H, W)`` images into one ``(rows * H, columns * W)`` grey image (first channel)."""
+    n, _, h, w = images.shape
+    rows = math.ceil(n / columns)
+    grid = images.new_ones(rows * columns, h, w)
+    grid[:n] = images[:, 0]
+    return grid.reshape(rows, columns, h, w).permute(0, 2, 1, 3).reshape(rows * h, columns * w)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_images(images: torch.Tensor, path: Path, title: str, columns: int = 8) -> bool:
+    """Save a titled grid of images in [0, 1]; False if matplotlib is missing."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    grid = image_grid(images.detach().float().cpu().clamp(0, 1), columns)
+    fig, ax = plt.subplots(figsize=(columns, grid.shape[0] / grid.shape[1] * columns + 0.5))
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def save_learning_curve(history: List[dict], path: Path, title: str) -> bool:
+    """Plot train and validation -ELBO per epoch; False if matplotlib is missing."""
+    plt = _pyplot()
+    if plt is None or not history:
+        return False
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train (warm-up weighted)")
+    ax.plot(epochs, [h["valid"] for h in history], label="validation (beta = 1)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("-ELBO (nats per data point)")
+    ax.set_title(title)
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def draw_run(
+    run_dir: Path,
+    vae,
+    test: torch.Tensor,
+    history: List[dict],
+    log: Callable[[str], None] = print,
+    num_samples: int = 64,
+    seed: Optional[int] = 0,
+) -> None:
+    """``reconstructions.png`` (test images above their reconstructions), ``samples.png``,
+    ``learning_curve.png`` in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if seed is not None:
+        torch.manual_seed(seed)
+    originals = test[:16]
+    pairs = torch.cat([originals[:8], vae.reconstruct(originals[:8]), originals[8:], vae.reconstruct(originals[8:])])
+    drawn = [
+        save_images(pairs, run_dir / "reconstructions.png", "test images (rows 1, 3) and reconstructions (rows 2, 4)"),
+        save_images(vae.sample_images(num_samples, test), run_dir / "samples.png", "samples: mean of p(x | z), z ~ p(z)"),
+        save_learning_curve(history, run_dir / "learning_curve.png", "learning curve"),
+    ]
+    if not all(drawn):
+        log("matplotlib is not installed: no PNGs (pip install matplotlib)")
+    else:
+        log(f"wrote reconstructions.png, samples.png, learning_curve.png in {run_dir}")
