@@ -15,13 +15,15 @@ import torch
 __all__ = ["image_grid", "save_images", "save_learning_curve", "draw_run"]
 
 
-def image_grid(images: torch.Tensor, columns: int) -> torch.Tensor:
-    """Tile ``(N, C, H, W)`` images into one ``(rows * H, columns * W)`` grey image (first channel)."""
+def image_grid(images: torch.Tensor, columns: int, pad: int = 1) -> torch.Tensor:
+    """Tile ``(N, C, H, W)`` images (first channel) into one grey image, ``pad`` pixels of grey
+    0.5 between them: shape ``(rows * (H + pad) - pad, columns * (W + pad) - pad)``."""
     n, _, h, w = images.shape
     rows = math.ceil(n / columns)
-    grid = images.new_ones(rows * columns, h, w)
-    grid[:n] = images[:, 0]
-    return grid.reshape(rows, columns, h, w).permute(0, 2, 1, 3).reshape(rows * h, columns * w)
+    cells = images.new_full((rows * columns, h + pad, w + pad), 0.5)
+    cells[:n, :h, :w] = images[:, 0]
+    grid = cells.reshape(rows, columns, h + pad, w + pad).permute(0, 2, 1, 3)
+    return grid.reshape(rows * (h + pad), columns * (w + pad))[: rows * (h + pad) - pad, : columns * (w + pad) - pad]
 
 
 def _pyplot():
