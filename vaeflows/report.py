@@ -82,8 +82,13 @@ def draw_run(
     """``reconstructions.png`` (test images above their reconstructions), ``samples.png``,
     ``learning_curve.png`` in ``run_dir``."""
     run_dir = Path(run_dir)
-    if seed is not None:
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[test.device] if test.is_cuda else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        _draw_pictures(run_dir, vae, test, history, log, num_samples)
+
+
+def _draw_pictures(run_dir: Path, vae, test: torch.Tensor, history: List[dict], log, num_samples: int) -> None:
     originals = test[:16]
     pairs = torch.cat([originals[:8], vae.reconstruct(originals[:8]), originals[8:], vae.reconstruct(originals[8:])])
     drawn = [

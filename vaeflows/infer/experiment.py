@@ -30,6 +30,7 @@ from vaeflows.infer.evaluation import (
 from vaeflows.infer.training import (
     CheckpointMismatch,
     TrainConfig,
+    check_resumable,
     fit,
     kl_beta,
     load_checkpoint,
@@ -58,8 +59,7 @@ def vae_loss(
 
     Dynamically binarized data sets are Bernoulli-sampled here, batch by batch.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    _check_objective(objective, iwae_samples)
     elbo = Trace_ELBO()
 
     def loss(batch: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -76,8 +76,19 @@ def vae_loss(
     return loss
 
 
+def _check_objective(objective: str, iwae_samples: int) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    if objective == "iwae" and (not isinstance(iwae_samples, int) or iwae_samples < 1):
+        raise ValueError(f"iwae_samples (--iwae-samples) must be an integer >= 1, got {iwae_samples!r}")
+
+
 def _signature(dataset: str, model: dict, objective: str, iwae_samples: int) -> dict:
-    return {"dataset": dataset, "model": model, "objective": objective, "iwae_samples": iwae_samples}
+    """What must match to resume a run (the IWAE sample count only matters for IWAE)."""
+    signature = {"dataset": dataset, "model": model, "objective": objective}
+    if objective == "iwae":
+        signature["iwae_samples"] = iwae_samples
+    return signature
 
 
 def train_vae(
@@ -112,12 +123,14 @@ def train_vae(
     Returns:
         The metrics written to ``run_dir/metrics.json``.
     """
+    _check_objective(objective, iwae_samples)
     torch_device = resolve_device(device)
     data = load_dataset(dataset, data_dir)
     torch.manual_seed(config.seed)
     vae = build_vae(image_shape=data.image_shape, likelihood=data.likelihood, **model).to(torch_device)
     signature = _signature(dataset, model, objective, iwae_samples)
     run_dir = Path(run_dir)
+    check_resumable(run_dir, signature)  # before config.json is rewritten
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         {**signature, "data_dir": data_dir, "train": vars(config), "device": str(torch_device)},
@@ -156,8 +169,10 @@ def load_run(run_dir: Path, device: str = "auto") -> Tuple[VAE, dict, VAEData]:
     try:
         vae.load_state_dict(checkpoint["module"])
     except (KeyError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0]
         raise CheckpointMismatch(
-            f"{run_dir / 'best.pt'} does not fit the model of {config_path}: {error}"
+            f"{run_dir / 'best.pt'} does not fit the model of {config_path} ({first_line}); "
+            "was the run directory reused for another model?"
         ) from None
     return vae.to(torch_device).eval(), config, data
 

@@ -28,7 +28,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainConfig", "TrainingDiverged", "CheckpointMismatch", "fit", "kl_beta", "make_optimizer"]
+__all__ = [
+    "TrainConfig",
+    "TrainingDiverged",
+    "CheckpointMismatch",
+    "check_resumable",
+    "fit",
+    "kl_beta",
+    "load_checkpoint",
+    "make_optimizer",
+]
 
 
 @dataclass
@@ -64,6 +73,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            raise ValueError(f"clip_norm must be > 0 (or None for no clipping), got {self.clip_norm}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
 
@@ -126,6 +137,25 @@ def load_checkpoint(path: Path, map_location: Optional[str] = None) -> dict:
         ) from None
 
 
+def check_resumable(run_dir: Path, signature: dict) -> Optional[dict]:
+    """The checkpoint ``run_dir/last.pt`` if it exists and was made with ``signature``; ``None``
+    if there is none.
+
+    Raises:
+        CheckpointMismatch: the checkpoint is unreadable or was made with other settings.
+    """
+    last = Path(run_dir) / "last.pt"
+    if not last.exists():
+        return None
+    checkpoint = load_checkpoint(last, map_location="cpu")
+    if checkpoint.get("signature") != signature:
+        raise CheckpointMismatch(
+            f"{run_dir} holds a run with settings {checkpoint.get('signature')}, "
+            f"not {signature}: resume it with the same settings, or train into another --out"
+        )
+    return checkpoint
+
+
 @dataclass
 class _State:
     epoch: int = 0
@@ -169,21 +199,17 @@ def fit(
     last, best = run_dir / "last.pt", run_dir / "best.pt"
     optimizer = make_optimizer(module, config)
     state = _State()
-    if last.exists():
-        checkpoint = load_checkpoint(last, map_location=str(train_data.device))
-        if checkpoint.get("signature") != signature:
-            raise CheckpointMismatch(
-                f"{run_dir} holds a run with settings {checkpoint.get('signature')}, "
-                f"not {signature}: resume it with the same settings, or train into another --out"
-            )
+    checkpoint = check_resumable(run_dir, signature)
+    pyro.clear_param_store()
+    if checkpoint is not None:
         module.load_state_dict(checkpoint["module"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        pyro.get_param_store().set_state(checkpoint["param_store"])
+        # The saved param store holds the module's parameters (registered by pyro.module); it is
+        # rebuilt from the loaded module at the next model call, so that it refers to them again.
         state = _State(**checkpoint["state"])
         _set_rng_state(checkpoint["rng"])
         log(f"resumed {run_dir} after epoch {state.epoch}")
     else:
-        pyro.clear_param_store()
         pyro.set_rng_seed(config.seed)
 
     num = train_data.shape[0]

@@ -31,6 +31,11 @@ from vaeflows.transforms import AmortizedFlow, posterior_flow
 __all__ = ["VAE", "build_vae"]
 
 
+def _check_latent_dim(latent_dim: int) -> None:
+    if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
+
+
 class VAE(nn.Module):
     """A VAE with Pyro ``model(x, beta)`` and ``guide(x, beta)``; images ``x`` of shape ``(B, C, H, W)``.
 
@@ -58,6 +63,7 @@ class VAE(nn.Module):
         flow: Optional[AmortizedFlow] = None,
     ) -> None:
         super().__init__()
+        _check_latent_dim(latent_dim)
         feature_dim = encoder.feature_dim
         if flow is not None and flow.context_dim != feature_dim:
             raise ValueError(
@@ -136,6 +142,7 @@ def build_vae(
         hidden_dims: the MLP's hidden sizes (``mlp`` only; default ``(300, 300)``).
         **flow_options: passed to :func:`vaeflows.transforms.posterior_flow`.
     """
+    _check_latent_dim(latent_dim)
     options = {} if hidden_dims is None else {"hidden_dims": tuple(hidden_dims)}
     encoder, decoder = build_encoder_decoder(arch, image_shape, latent_dim, likelihood, **options)
     posterior = None

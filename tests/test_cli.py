@@ -1,0 +1,213 @@
+"""The ``vaeflows`` command, in-process: train/evaluate/sample, and one clear line for bad input."""
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaeflows.cli import main
+from vaeflows.transforms import POSTERIOR_FLOWS
+
+TRAIN = [
+    "train", "--dataset", "digits", "--arch", "mlp", "--flow", "planar", "--latent-dim", "4",
+    "--epochs", "2", "--warmup", "1", "--nll-samples", "20", "--no-progress",
+]  # fmt: skip
+PNGS = ("reconstructions.png", "samples.png", "learning_curve.png")
+
+
+def run(argv):
+    """``main(argv)`` with its stdout and stderr; SystemExit (argparse) gives its code."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as stop:
+            code = stop.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vaeflows: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code, stdout, err = run([*TRAIN, "--out", out])
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "epoch    2" in stdout and "test NLL" in stdout
+    return out
+
+
+def test_train_writes_metrics_and_pictures(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["nll_samples"] == 20
+    assert metrics["model"] == {"arch": "mlp", "latent_dim": 4, "flow": "planar", "num_flows": 4}
+    assert metrics["test_nll"] > 0 and metrics["test_elbo"] > 0
+    for name in PNGS:
+        assert (run_dir / name).stat().st_size > 0
+    for name in ("last.pt", "best.pt", "config.json"):
+        assert (run_dir / name).exists()
+
+
+def test_evaluate(run_dir):
+    code, stdout, err = run(["evaluate", run_dir, "--samples", "10", "--no-progress"])
+    assert code == 0, err
+    assert "test -ELBO" in stdout and "10 importance samples" in stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["nll_samples"] == 10
+
+
+def test_sample(run_dir, tmp_path):
+    target = tmp_path / "grid.png"
+    code, stdout, err = run(["sample", run_dir, "--num", "16", "--out", target])
+    assert code == 0, err
+    assert target.read_bytes()[:4] == b"\x89PNG"
+    assert str(target) in stdout
+    before = (run_dir / "samples.png").stat().st_mtime_ns
+    code, stdout, err = run(["sample", run_dir, "--num", "16"])
+    assert code == 0, err
+    assert (run_dir / "samples.png").stat().st_mtime_ns >= before
+    assert "samples.png" in stdout
+
+
+def test_installed_command_help():
+    exe = Path(sys.executable).parent / "vaeflows"
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "vaeflows.cli"]
+    done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for word in ("train", "evaluate", "sample"):
+        assert word in done.stdout
+
+
+# --- bad input: exit code 2 and one line --------------------------------------------------------
+
+
+def test_missing_dataset_files(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(
+        ["train", "--dataset", "binarized-mnist", "--data-dir", empty, "--arch", "mlp", "--out", tmp_path / "r"]
+    )
+    assert_one_line_error(code, err, "binarized_mnist_train.amat", "binarized_mnist.npz", str(empty))
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_dir_option(tmp_path):
+    code, _, err = run(["train", "--dataset", "binarized-mnist", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "--data-dir")
+
+
+def test_hidden_dims_with_gated_conv(tmp_path):
+    code, _, err = run([*TRAIN, "--arch", "gated-conv", "--hidden-dims", "32", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "--hidden-dims", "mlp")
+
+
+def test_num_ortho_vecs_with_planar(tmp_path):
+    code, _, err = run([*TRAIN, "--num-ortho-vecs", "2", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "--num-ortho-vecs", "sylvester-orthogonal")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(tmp_path):
+    code, _, err = run([*TRAIN, "--device", "cuda", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "cuda", "--device cpu")
+
+
+def test_gated_conv_on_digits(tmp_path):
+    code, _, err = run([*TRAIN, "--arch", "gated-conv", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "8x8", "mlp")
+
+
+def test_evaluate_a_folder_that_is_not_a_run(tmp_path):
+    code, _, err = run(["evaluate", tmp_path, "--samples", "10", "--no-progress"])
+    assert_one_line_error(code, err, str(tmp_path), "config.json")
+    code, _, err = run(["sample", tmp_path / "nowhere"])
+    assert_one_line_error(code, err, "not a vaeflows run directory")
+
+
+def test_resume_with_another_flow(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    argv = [*TRAIN, "--out", copy]
+    argv[argv.index("planar")] = "radial"
+    code, _, err = run(argv)
+    assert_one_line_error(code, err, "'planar'", "'radial'", str(copy))
+
+
+def test_evaluate_still_works_after_a_refused_resume(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    argv = [*TRAIN, "--out", copy]
+    argv[argv.index("planar")] = "radial"
+    assert run(argv)[0] == 2
+    code, _, err = run(["evaluate", copy, "--samples", "2", "--no-progress"])
+    assert code == 0, err
+
+
+def test_corrupt_checkpoint(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "last.pt").write_bytes(b"garbage")
+    code, _, err = run([*TRAIN, "--out", copy])
+    assert_one_line_error(code, err, "last.pt", "not a readable vaeflows checkpoint")
+
+
+def test_epochs_zero(tmp_path):
+    code, _, err = run([*TRAIN, "--epochs", "0", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "epochs must be >= 1")
+
+
+def test_iwae_samples_zero(tmp_path):
+    code, _, err = run([*TRAIN, "--objective", "iwae", "--iwae-samples", "0", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "--iwae-samples")
+
+
+def test_non_positive_clip_norm(tmp_path):
+    code, _, err = run([*TRAIN, "--clip-norm", "-1", "--epochs", "1", "--nll-samples", "0", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "clip")
+
+
+def test_best_checkpoint_that_does_not_fit_config_is_one_line(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["model"]["flow"] = "radial"
+    (copy / "config.json").write_text(json.dumps(config))
+    code, _, err = run(["evaluate", copy, "--samples", "2", "--no-progress"])
+    assert_one_line_error(code, err, "best.pt", "config.json")
+
+
+@pytest.mark.parametrize(
+    "flag, value, choices",
+    [("--dataset", "mnist", ["binarized-mnist", "digits"]), ("--flow", "plnar", list(POSTERIOR_FLOWS))],
+)
+def test_unknown_names_are_argparse_errors(tmp_path, flag, value, choices):
+    argv = [*TRAIN, "--out", tmp_path / "r"]
+    argv[argv.index(flag) + 1] = value
+    code, _, err = run(argv)
+    assert code == 2
+    assert "Traceback" not in err
+    assert f"invalid choice: '{value}'" in err
+    for choice in choices:
+        assert choice in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_no_command_is_an_argparse_error():
+    code, _, err = run([])
+    assert code == 2 and "usage:" in err
