@@ -128,6 +128,7 @@ def train_vae(
     data = load_dataset(dataset, data_dir)
     torch.manual_seed(config.seed)
     vae = build_vae(image_shape=data.image_shape, likelihood=data.likelihood, **model).to(torch_device)
+    vae.register_params = False  # fit() steps vae.parameters() with a torch optimizer
     signature = _signature(dataset, model, objective, iwae_samples)
     run_dir = Path(run_dir)
     check_resumable(run_dir, signature)  # before config.json is rewritten
