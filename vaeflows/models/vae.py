@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence, Tuple
 
 import pyro
@@ -29,6 +30,12 @@ from vaeflows.nn.likelihoods import Likelihood
 from vaeflows.transforms import AmortizedFlow, posterior_flow
 
 __all__ = ["VAE", "build_vae"]
+
+
+def _kl_weight(beta: float):
+    """``poutine.scale(beta)`` for the latent site during KL warm-up; nothing once ``beta = 1``
+    (a messenger on every sample site costs Python time in every step)."""
+    return contextlib.nullcontext() if beta == 1.0 else poutine.scale(scale=beta)
 
 
 def _check_latent_dim(latent_dim: int) -> None:
@@ -109,14 +116,14 @@ class VAE(nn.Module):
     def model(self, x: torch.Tensor, beta: float = 1.0) -> None:
         self._register()
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=beta):
+            with _kl_weight(beta):
                 z = pyro.sample("z", self.prior(x))
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor, beta: float = 1.0) -> None:
         self._register()
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=beta):
+            with _kl_weight(beta):
                 pyro.sample("z", self.posterior(x))
 
     @torch.no_grad()
