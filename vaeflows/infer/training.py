@@ -8,6 +8,9 @@ over the batch) and a ``validate()`` giving a number to minimize. Its state live
   stopped and resumed gives the same losses as one that was not stopped;
 * ``best.pt``: the module's weights at the best validation value so far.
 
+Launched by ``torchrun`` with several processes, the same loop trains data-parallel (see
+:mod:`vaeflows.infer.distributed`); a run can resume on another number of processes.
+
 A NaN or infinite loss stops training with :class:`TrainingDiverged`; ``last.pt`` is then the
 last good epoch. Losses are summed on the device and read once per epoch (no sync per step).
 """
@@ -26,7 +29,10 @@ import numpy as np
 import pyro
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
+
+from vaeflows.infer.distributed import LossModule, all_sum, barrier, from_rank0, gather, world
 
 __all__ = [
     "TrainConfig",
@@ -194,8 +200,12 @@ def fit(
         The per-epoch history: dicts with ``epoch``, ``train_loss``, ``valid``, ``beta``,
         ``seconds``.
     """
+    rank, size = world()
+    main = rank == 0
+    log = log if main else (lambda line: None)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     last, best = run_dir / "last.pt", run_dir / "best.pt"
     optimizer = make_optimizer(module, config)
     state = _State()
@@ -207,71 +217,91 @@ def fit(
         # The saved param store holds the module's parameters (registered by pyro.module); it is
         # rebuilt from the loaded module at the next model call, so that it refers to them again.
         state = _State(**checkpoint["state"])
-        _set_rng_state(checkpoint["rng"])
-        log(f"resumed {run_dir} after epoch {state.epoch}")
+        saved = checkpoint.get("rng_per_rank") or [checkpoint["rng"]]
+        _set_rng_state(saved[rank] if len(saved) == size else saved[0])
+        if len(saved) != size and rank > 0:  # resumed on another number of processes
+            pyro.set_rng_seed(config.seed + 7919 * rank + state.epoch)
+        log(f"resumed {run_dir} after epoch {state.epoch}" + (f" on {size} processes" if size > 1 else ""))
     else:
-        pyro.set_rng_seed(config.seed)
+        pyro.set_rng_seed(config.seed + 7919 * rank)  # other noise on every process
 
-    num = train_data.shape[0]
+    step_loss = loss
+    if size > 1:
+        cuda = train_data.device.type == "cuda"
+        step_loss = DistributedDataParallel(
+            LossModule(module, loss), device_ids=[train_data.device] if cuda else None
+        )
+    per_process = train_data.shape[0] // size
     while state.epoch < config.epochs:
         epoch = state.epoch + 1
-        if epoch > config.warmup and state.bad_epochs >= config.patience and config.patience:
+        if config.patience and state.bad_epochs >= config.patience:
             log(f"early stop: no validation improvement for {config.patience} epochs")
             break
         start = time.perf_counter()
         module.train()
-        order = torch.randperm(num, device=train_data.device)
+        # One permutation per epoch, the same on every process (and after a resume); process r
+        # takes its elements r, r + size, ... (a distributed sampler).
+        shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        order = torch.randperm(train_data.shape[0], generator=shuffle)
+        order = order[rank : per_process * size : size].to(train_data.device)
         total = torch.zeros((), device=train_data.device)
         bar = tqdm(
-            range(0, num, config.batch_size),
+            range(0, per_process, config.batch_size),
             desc=f"epoch {epoch}/{config.epochs}",
             leave=False,
-            disable=not progress,
+            disable=not (progress and main),
         )
         for begin in bar:
             batch = train_data[order[begin : begin + config.batch_size]]
-            value = loss(batch, epoch)
+            value = step_loss(batch, epoch)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             if config.clip_norm is not None:
                 nn.utils.clip_grad_norm_(module.parameters(), config.clip_norm)
             optimizer.step()
             total = total + value.detach() * batch.shape[0]
-        train_loss = total.item() / num
+        train_loss = all_sum(total).item() / (per_process * size)
         if not np.isfinite(train_loss):
             raise TrainingDiverged(
                 f"the training loss became {train_loss} in epoch {epoch}; {last} holds the last "
                 "good epoch. Lower the learning rate (--lr) or clip gradients (--clip-norm)."
             )
         module.eval()
-        valid = validate()
+        valid = from_rank0(validate() if main else None)
         seconds = time.perf_counter() - start
         beta = kl_beta(epoch, config.warmup)
         state.history.append(
             {"epoch": epoch, "train_loss": train_loss, "valid": valid, "beta": beta, "seconds": seconds}
         )
         state.epoch = epoch
-        if valid < state.best_valid:
+        improved = valid < state.best_valid
+        if improved:
             state.best_valid, state.best_epoch, state.bad_epochs = valid, epoch, 0
-            _save({"module": module.state_dict(), "signature": signature, "epoch": epoch}, best)
         elif epoch > config.warmup:
             state.bad_epochs += 1
-        _save(
-            {
-                "module": module.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "param_store": pyro.get_param_store().get_state(),
-                "state": asdict(state),
-                "rng": _rng_state(),
-                "signature": signature,
-                "config": asdict(config),
-            },
-            last,
-        )
+        rng_per_rank = gather(_rng_state())
+        if main:
+            if improved:
+                _save({"module": module.state_dict(), "signature": signature, "epoch": epoch}, best)
+            _save(
+                {
+                    "module": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "param_store": pyro.get_param_store().get_state(),
+                    "state": asdict(state),
+                    "rng": rng_per_rank[0],
+                    "rng_per_rank": rng_per_rank,
+                    "signature": signature,
+                    "config": asdict(config),
+                    "world_size": size,
+                },
+                last,
+            )
         log(
             f"epoch {epoch:4d}  train {train_loss:9.3f}  valid {valid:9.3f}  beta {beta:.2f}  "
-            f"{seconds:6.2f}s" + ("  *best*" if state.best_epoch == epoch else "")
+            f"{seconds:6.2f}s" + ("  *best*" if improved else "")
         )
+    barrier()  # rank 0's checkpoints are on disk when any process returns
     return state.history
 
 
