@@ -3,6 +3,8 @@
     vaeflows train --dataset binarized-mnist --data-dir DIR --flow sylvester-householder --out RUN_DIR
     vaeflows evaluate RUN_DIR --samples 5000
     vaeflows sample RUN_DIR --num 64
+    vaeflows density train --flow realnvp --dataset moons --out RUN_DIR
+    vaeflows density energy --energy U1 --flow planar --num-flows 16 --out RUN_DIR
 
 Defaults follow van den Berg et al. (2018): gated-conv networks, z = 64, 4 flow steps, batch 100,
 Adamax with learning rate 5e-4, 100 warm-up epochs, early-stopping patience 100, at most 2000
@@ -83,7 +85,67 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/samples.png)")
     sample.add_argument("--device", default="auto")
+    _add_density_commands(commands)
     return parser
+
+
+def _add_density_commands(commands) -> None:
+    """``vaeflows density train|energy``: maximum likelihood and reverse-KL fits of flows."""
+    from vaeflows.density import DENSITY_DATASETS, DENSITY_FLOWS, DEQUANTIZERS, ENERGIES
+
+    density = commands.add_parser("density", help="density estimation and energy fits with flows")
+    actions = density.add_subparsers(dest="density_command", required=True)
+    train = actions.add_parser("train", help="fit a density flow by maximum likelihood")
+    train.add_argument("--flow", required=True, choices=list(DENSITY_FLOWS) + list(POSTERIOR_FLOWS),
+                       help="a density flow; posterior flows are refused with the reason")
+    train.add_argument("--dataset", required=True, choices=list(DENSITY_DATASETS))
+    train.add_argument("--data-dir", help="MNIST's folder (IDX files, or torchvision's root)")
+    train.add_argument("--num-steps", type=int, default=4, help="flow steps (per level for images)")
+    train.add_argument("--hidden", type=int, default=64, help="MLP width or conv channels")
+    train.add_argument("--num-levels", type=int, help="scales of RealNVP/Glow on images (default 2)")
+    train.add_argument("--num-train", type=int, help="training points (toy: generated, default 20000)")
+    train.add_argument("--dequantization", default="uniform", choices=list(DEQUANTIZERS))
+    train.add_argument("--conditional", action="store_true", help="class-conditional flow (mnist)")
+    energy = actions.add_parser("energy", help="fit a posterior flow to U1-U4 by reverse KL")
+    energy.add_argument("--energy", required=True, choices=list(ENERGIES))
+    energy.add_argument("--flow", default="planar", choices=list(POSTERIOR_FLOWS))
+    energy.add_argument("--num-flows", type=int, default=16)
+    energy.add_argument("--steps-per-epoch", type=int, default=100)
+    energy.add_argument("--warmup", type=int, default=20, help="epochs of beta annealing")
+    for action, (epochs, batch, lr) in ((train, (100, 256, 1e-3)), (energy, (50, 256, 1e-3))):
+        action.add_argument("--epochs", type=int, default=epochs)
+        action.add_argument("--batch-size", type=int, default=batch)
+        action.add_argument("--lr", type=float, default=lr)
+        action.add_argument("--patience", type=int, default=10, help="early-stopping patience (0: none)")
+        action.add_argument("--clip-norm", type=float, help="clip the gradient norm to this value")
+        action.add_argument("--seed", type=int, default=0)
+        action.add_argument("--out", required=True, type=Path, help="run directory (resumed if it exists)")
+        action.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def _density(args: argparse.Namespace) -> None:
+    from vaeflows.density import fit_energy, train_density
+
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer="adam",
+        warmup=getattr(args, "warmup", 0),
+        patience=args.patience,
+        clip_norm=args.clip_norm,
+        seed=args.seed,
+    )
+    if args.density_command == "energy":
+        fit_energy(args.energy, args.flow, args.num_flows, config, args.out, args.steps_per_epoch,
+                   progress=not args.no_progress)
+        return
+    options = {"num_steps": args.num_steps, "hidden": args.hidden}
+    if args.num_levels is not None:
+        options["num_levels"] = args.num_levels
+    train_density(args.dataset, args.flow, options, config, args.out, args.data_dir, args.num_train,
+                  args.dequantization, args.conditional, args.device, progress=not args.no_progress)
 
 
 def _model_options(args: argparse.Namespace) -> dict:
@@ -158,7 +220,7 @@ def _sample(args: argparse.Namespace) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "sample": _sample, "density": _density}[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, CheckpointMismatch, TrainingDiverged) as error:
         print(f"vaeflows: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,79 @@
+"""Density estimation with normalizing flows: NICE, RealNVP, MAF and Glow, dequantization, energies.
+
+Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``)
+and scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``.
+The registry :data:`DENSITY_FLOWS` drives the builders, the CLI (``vaeflows density train``), the
+tests and the benchmarks. Posterior flows without an inverse (planar, radial, Sylvester) fit
+unnormalized 2-D energies by reverse KL instead (:func:`fit_energy`).
+
+Example:
+    >>> model = density_flow("glow", (1, 8, 8), num_steps=2, hidden=16, num_levels=2)
+    >>> x = torch.rand(3, 1, 8, 8)
+    >>> model.log_prob(x).shape, model.sample(2).shape
+    (torch.Size([3]), torch.Size([2, 1, 8, 8]))
+"""
+
+from .data import DENSITY_DATASETS, DensityData, load_density_data, load_mnist_8bit
+from .dequantization import (
+    DEQUANTIZERS,
+    UniformDequantizer,
+    VariationalDequantizer,
+    bits_per_dim,
+    dequantized_log_likelihood,
+)
+from .energy import EnergyFit, fit_energy, log_partition_on_box
+from .flows import DENSITY_FLOWS, FlowDensity, density_flow, glow, maf, nice, realnvp
+from .layers import (
+    ActNorm,
+    Bijection,
+    Coupling,
+    FactorOut,
+    Flatten,
+    FlowSequence,
+    InvertibleLinear,
+    Logit,
+    MAFStep,
+    Squeeze,
+    Unsqueeze,
+)
+from .toy import ENERGIES, TOY_DATASETS, toy_data
+from .training import DensityModel, evaluate_density, train_density
+
+__all__ = [
+    "DENSITY_FLOWS",
+    "FlowDensity",
+    "density_flow",
+    "nice",
+    "realnvp",
+    "maf",
+    "glow",
+    "Bijection",
+    "FlowSequence",
+    "Coupling",
+    "MAFStep",
+    "ActNorm",
+    "InvertibleLinear",
+    "Squeeze",
+    "Unsqueeze",
+    "FactorOut",
+    "Flatten",
+    "Logit",
+    "DEQUANTIZERS",
+    "UniformDequantizer",
+    "VariationalDequantizer",
+    "dequantized_log_likelihood",
+    "bits_per_dim",
+    "DENSITY_DATASETS",
+    "DensityData",
+    "load_density_data",
+    "load_mnist_8bit",
+    "TOY_DATASETS",
+    "ENERGIES",
+    "toy_data",
+    "EnergyFit",
+    "fit_energy",
+    "log_partition_on_box",
+    "DensityModel",
+    "train_density",
+    "evaluate_density",
+]

@@ -1,0 +1,408 @@
+"""Flow density models, their builders (NICE, RealNVP, MAF, Glow) and the registry over them.
+
+A :class:`FlowDensity` is a standard normal base ``p_0`` and a :class:`~.layers.Bijection` ``f``
+mapping noise to data (the generative direction, as Pyro's ``TransformedDistribution``)::
+
+    x = f(z),  z ~ N(0, I),        log p(x) = log p_0(f^{-1}(x)) - log|det df/dz|
+
+``log_prob`` is exact on any data: it runs the inverse, never a sample cache. Every builder takes
+vectors ``(D,)`` and images ``(C, H, W)``; NICE and MAF flatten images, RealNVP and Glow are
+multi-scale on images. Image models live on ``[0, 1]`` (see :mod:`.dequantization` for 8-bit
+data).
+
+Example:
+    >>> model = density_flow("realnvp", (2,), num_steps=4, hidden=16)
+    >>> x = model.sample(5); model.log_prob(x).shape
+    torch.Size([5])
+
+References:
+    Dinh, Krueger, Bengio. NICE. ICLR 2015 workshop. Dinh, Sohl-Dickstein, Bengio. Real NVP. ICLR
+    2017. Papamakarios, Pavlakou, Murray. MAF. NeurIPS 2017. Kingma, Dhariwal. Glow. NeurIPS 2018.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .layers import (
+    ActNorm,
+    Bijection,
+    Coupling,
+    FactorOut,
+    Flatten,
+    FlowSequence,
+    InvertibleLinear,
+    Logit,
+    MAFStep,
+    Squeeze,
+    Unsqueeze,
+    channel_mask,
+    checkerboard_mask,
+)
+from .nets import CouplingCNN, CouplingMLP
+
+__all__ = [
+    "DENSITY_FLOWS",
+    "FlowDensity",
+    "density_flow",
+    "nice",
+    "realnvp",
+    "maf",
+    "glow",
+    "standard_normal_log_prob",
+]
+
+Shape = Tuple[int, ...]
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor, event_ndim: int) -> torch.Tensor:
+    """``log N(z; 0, I)`` summed over the last ``event_ndim`` dims."""
+    size = math.prod(z.shape[z.dim() - event_ndim :])
+    return -0.5 * (z.pow(2).flatten(-event_ndim).sum(-1) + size * LOG_2PI)
+
+
+class FlowDensity(nn.Module):
+    """A normalizing-flow density: ``x = flow(z)``, ``z ~ N(0, I)`` of shape ``noise_shape``.
+
+    Direction: noise to data; :meth:`log_prob` goes through the inverse.
+
+    Args:
+        flow: the bijection from noise to data.
+        event_shape: the data's event shape, ``(D,)`` or ``(C, H, W)``.
+        noise_shape: the base's event shape (default ``event_shape``; ``(C*H*W,)`` for flows that
+            flatten images).
+        context_dim: size of the context (e.g. a class one-hot) every call then needs; ``None``
+            for an unconditional model.
+        name: the flow's registry name.
+
+    Shapes:
+        ``log_prob``: ``x`` ``(..., *event_shape)`` -> ``(...)``; ``sample(n)`` -> ``(n, *event_shape)``.
+    """
+
+    def __init__(
+        self,
+        flow: Bijection,
+        event_shape: Sequence[int],
+        noise_shape: Optional[Sequence[int]] = None,
+        context_dim: Optional[int] = None,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        self.flow = flow
+        self.event_shape = tuple(event_shape)
+        self.noise_shape = tuple(noise_shape or event_shape)
+        self.context_dim = context_dim
+        self.name = name
+        self.check_values = True  # NaN/inf checks in log_prob; trainers check the data once instead
+        self.register_buffer("_reference", torch.zeros(()))
+
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log N(z; 0, I)`` summed over the noise event."""
+        return standard_normal_log_prob(z, len(self.noise_shape))
+
+    def _check_context(self, context: Optional[torch.Tensor]) -> None:
+        if self.context_dim is None:
+            if context is not None:
+                raise ValueError(f"this {self.name} model is unconditional: pass no context")
+            return
+        if context is None or not torch.is_tensor(context) or context.shape[-1:] != (self.context_dim,):
+            found = tuple(context.shape) if torch.is_tensor(context) else context
+            raise ValueError(
+                f"this {self.name} model is conditional: pass a context of shape (..., "
+                f"{self.context_dim}) (e.g. one-hot class labels), got {found}"
+            )
+
+    def log_prob(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Exact ``log p(x)`` (nats), shape ``x.shape[:-len(event_shape)]``.
+
+        Raises:
+            ValueError: ``x`` is not a float tensor ending in ``event_shape``, holds NaN or inf,
+                or the context is missing or of the wrong size.
+        """
+        n = len(self.event_shape)
+        fits = torch.is_tensor(x) and x.is_floating_point() and x.dim() >= n
+        if not fits or tuple(x.shape[x.dim() - n :]) != self.event_shape:
+            found = f"{tuple(x.shape)} {x.dtype}" if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(
+                f"data of shape {found} for a {self.name} model of event shape {self.event_shape}: "
+                f"pass a float tensor of shape (..., {', '.join(map(str, self.event_shape))})"
+            )
+        if self.check_values and not torch.isfinite(x).all():
+            raise ValueError("the data hold NaN or inf values: clean or drop those rows first")
+        self._check_context(context)
+        z, ladj = self.flow.inverse_and_ladj(x, context)
+        return self.base_log_prob(z) - ladj
+
+    def sample(self, n: int, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``n`` samples, shape ``(n, *event_shape)``; a context broadcasts against ``(n,)``."""
+        self._check_context(context)
+        z = torch.randn(
+            n, *self.noise_shape, dtype=self._reference.dtype, device=self._reference.device
+        )
+        return self.flow.forward_and_ladj(z, context)[0]
+
+
+def _sizes(event_shape: Sequence[int]) -> Shape:
+    shape = tuple(event_shape)
+    if len(shape) not in (1, 3) or not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise ValueError(
+            f"event_shape must be (D,) for vectors or (C, H, W) for images, positive integers; "
+            f"got {event_shape!r}"
+        )
+    return shape
+
+
+def _vector_model(
+    name: str,
+    event_shape: Sequence[int],
+    build_layers: Callable[[int], List[Bijection]],
+    context_dim: Optional[int],
+) -> FlowDensity:
+    """A vector flow on ``(D,)``; on images it runs on the flattened pixels."""
+    shape = _sizes(event_shape)
+    dim = math.prod(shape)
+    layers = build_layers(dim)
+    if len(shape) == 3:
+        layers.append(Flatten(shape))
+    return FlowDensity(FlowSequence(layers, 1), shape, (dim,), context_dim, name)
+
+
+def _check_levels(shape: Shape, num_levels: int, squeezes: int) -> None:
+    if not isinstance(num_levels, int) or num_levels < 1:
+        raise ValueError(f"num_levels must be an integer >= 1, got {num_levels!r}")
+    c, h, w = shape
+    factor = 2**squeezes
+    if h % factor or w % factor:
+        raise ValueError(
+            f"an image of size {h}x{w} cannot be squeezed {squeezes} times (each squeeze halves "
+            f"height and width): use num_levels={num_levels - 1 if num_levels > 1 else 1} or "
+            f"fewer, or pad/crop the images to a multiple of {factor}"
+        )
+
+
+def _only_for_images(shape: Shape, num_levels: Optional[int]) -> int:
+    if len(shape) == 1 and num_levels is not None:
+        raise ValueError("num_levels applies to image models (C, H, W) only")
+    return 2 if num_levels is None else num_levels
+
+
+def nice(
+    event_shape: Sequence[int],
+    num_steps: int = 4,
+    hidden: int = 64,
+    context_dim: Optional[int] = None,
+) -> FlowDensity:
+    """NICE: additive couplings on alternating halves, then a learned diagonal scaling.
+
+    Direction: noise to data, ``x = couplings(exp(s) * z + b)``; images are flattened.
+
+    Args:
+        event_shape: ``(D,)`` or ``(C, H, W)``.
+        num_steps: additive coupling layers.
+        hidden: width of each coupling's two-hidden-layer MLP.
+        context_dim: context size for a conditional model.
+    """
+
+    def layers(dim: int) -> List[Bijection]:
+        couplings = [
+            Coupling(channel_mask((dim,), k % 2), CouplingMLP(dim, dim, hidden, context_dim), "additive")
+            for k in range(num_steps)
+        ]
+        return [ActNorm((dim,), data_init=False), *couplings]
+
+    return _vector_model("nice", event_shape, layers, context_dim)
+
+
+def maf(
+    event_shape: Sequence[int],
+    num_steps: int = 5,
+    hidden: int = 64,
+    context_dim: Optional[int] = None,
+) -> FlowDensity:
+    """MAF: MADE-parameterized affine autoregressive steps, the order reversed every other step.
+
+    Direction: noise to data; density in one MADE pass per step, sampling sequential.
+
+    Args:
+        event_shape: ``(D,)`` or ``(C, H, W)`` (flattened).
+        num_steps: MAF steps.
+        hidden: width of each MADE's two hidden layers.
+        context_dim: context size for a conditional model (fed to the MADEs).
+    """
+
+    def layers(dim: int) -> List[Bijection]:
+        if hidden < dim:
+            raise ValueError(f"maf needs hidden >= the data's dimension {dim} (MADE), got hidden={hidden}")
+        order = torch.arange(dim)
+        return [
+            MAFStep(dim, (hidden, hidden), order if k % 2 == 0 else order.flip(0), context_dim)
+            for k in range(num_steps)
+        ]
+
+    return _vector_model("maf", event_shape, layers, context_dim)
+
+
+def realnvp(
+    event_shape: Sequence[int],
+    num_steps: int = 4,
+    hidden: int = 64,
+    num_levels: Optional[int] = None,
+    context_dim: Optional[int] = None,
+    alpha: float = 0.05,
+) -> FlowDensity:
+    """RealNVP: affine couplings; on images multi-scale with checkerboard and channel masks.
+
+    Direction: noise to data. Vectors: ``num_steps`` couplings on alternating halves. Images, data
+    to noise at each level: ``num_steps`` checkerboard couplings, squeeze, ``num_steps`` channel
+    couplings, factor out half the channels; the last level has ``num_steps + 1`` checkerboard
+    couplings; the data side ends in :class:`~.layers.Logit` (margin ``alpha``), so images are
+    modelled on ``[0, 1]``. Each image coupling is followed (data to noise: preceded) by an
+    ActNorm, in place of the paper's batch normalization; the conditioners are plain conv nets of
+    ``hidden`` channels rather than ResNets.
+
+    Args:
+        event_shape: ``(D,)`` or ``(C, H, W)``; ``H`` and ``W`` divisible by ``2**(num_levels-1)``.
+        num_steps: couplings per group.
+        hidden: MLP width (vectors) or conv channels (images).
+        num_levels: scales (images only; default 2).
+        context_dim: context size for a conditional model.
+        alpha: the logit margin (images only).
+    """
+    shape = _sizes(event_shape)
+    levels = _only_for_images(shape, num_levels)
+    if len(shape) == 1:
+        dim = shape[0]
+        return _vector_model(
+            "realnvp",
+            shape,
+            lambda _: [
+                Coupling(channel_mask(shape, k % 2), CouplingMLP(dim, 2 * dim, hidden, context_dim))
+                for k in range(num_steps)
+            ],
+            context_dim,
+        )
+    _check_levels(shape, levels, levels - 1)
+
+    def couplings(level_shape: Shape, mask: Callable, count: int) -> List[Bijection]:
+        c = level_shape[0]
+        return [
+            layer
+            for k in range(count)
+            for layer in (
+                Coupling(mask(level_shape, k % 2), CouplingCNN(c, 2 * c, hidden, context_dim)),
+                ActNorm(level_shape),
+            )
+        ]
+
+    def level(level_shape: Shape, left: int) -> FlowSequence:
+        c, h, w = level_shape
+        if left == 1:
+            return FlowSequence(couplings(level_shape, checkerboard_mask, num_steps + 1), 3)
+        squeezed = (4 * c, h // 2, w // 2)
+        return FlowSequence(
+            [
+                Squeeze(),
+                FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c),
+                *couplings(squeezed, channel_mask, num_steps),
+                Unsqueeze(),
+                *couplings(level_shape, checkerboard_mask, num_steps),
+            ],
+            3,
+        )
+
+    flow = FlowSequence([level(shape, levels), Logit(3, alpha)], 3)
+    return FlowDensity(flow, shape, context_dim=context_dim, name="realnvp")
+
+
+def glow(
+    event_shape: Sequence[int],
+    num_steps: int = 4,
+    hidden: int = 64,
+    num_levels: Optional[int] = None,
+    context_dim: Optional[int] = None,
+) -> FlowDensity:
+    """Glow: steps of ActNorm, invertible 1x1 convolution (LU) and affine coupling; multi-scale.
+
+    Direction: noise to data; data to noise, a step is ActNorm (data-dependent init), the LU
+    linear map, then a coupling of one channel half on the other (Glow's sigmoid scale). Vectors:
+    ``num_steps`` steps. Images, data to noise at each level: squeeze, ``num_steps`` steps, factor
+    out half the channels (not on the last level). Images are modelled on ``[0, 1]``.
+
+    Args:
+        event_shape: ``(D,)`` or ``(C, H, W)``; ``H`` and ``W`` divisible by ``2**num_levels``.
+        num_steps: steps per level.
+        hidden: MLP width (vectors) or conv channels (images).
+        num_levels: scales (images only; default 2).
+        context_dim: context size for a conditional model.
+    """
+    shape = _sizes(event_shape)
+    levels = _only_for_images(shape, num_levels)
+
+    def steps(step_shape: Shape) -> List[Bijection]:
+        c = step_shape[0]
+        net = CouplingMLP if len(step_shape) == 1 else CouplingCNN
+        return [
+            layer
+            for _ in range(num_steps)
+            for layer in (
+                Coupling(channel_mask(step_shape, 0), net(c, 2 * c, hidden, context_dim), "sigmoid"),
+                InvertibleLinear(step_shape),
+                ActNorm(step_shape),
+            )
+        ]
+
+    if len(shape) == 1:
+        return _vector_model("glow", shape, lambda _: steps(shape), context_dim)
+    _check_levels(shape, levels, levels)
+
+    def level(level_shape: Shape, left: int) -> FlowSequence:
+        c, h, w = level_shape
+        inner = [] if left == 1 else [FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c)]
+        return FlowSequence([Squeeze(), *inner, *steps((4 * c, h // 2, w // 2)), Unsqueeze()], 3)
+
+    return FlowDensity(level(shape, levels), shape, context_dim=context_dim, name="glow")
+
+
+#: Flow name -> builder ``(event_shape, num_steps=, hidden=, [num_levels=,] context_dim=)``.
+DENSITY_FLOWS: Dict[str, Callable[..., FlowDensity]] = {
+    "nice": nice,
+    "realnvp": realnvp,
+    "maf": maf,
+    "glow": glow,
+}
+
+
+def density_flow(name: str, event_shape: Sequence[int], **options) -> FlowDensity:
+    """Build the density model ``name`` of :data:`DENSITY_FLOWS` for data of ``event_shape``.
+
+    Raises:
+        ValueError: an unknown name; a posterior flow without an analytic inverse (planar,
+            radial, Sylvester), with the reason and what to use instead; bad shapes or options.
+    """
+    if name in DENSITY_FLOWS:
+        return DENSITY_FLOWS[name](event_shape, **options)
+    from vaeflows.transforms import POSTERIOR_FLOWS
+
+    known = ", ".join(DENSITY_FLOWS)
+    if name in POSTERIOR_FLOWS:
+        if name in ("iaf", "householder"):
+            reason = (
+                f"the {name} stack is built for sampling z_0 -> z_K in VAE posteriors (IAF inverts "
+                "one dimension at a time); MAF is IAF's twin with the one-pass direction on the data side"
+            )
+        else:
+            reason = (
+                "planar, radial and Sylvester flows have no analytic inverse: they can only score "
+                "their own samples. Use them for VAE posteriors or reverse-KL fits of an energy "
+                "(vaeflows density energy)"
+            )
+        raise ValueError(
+            f"{name!r} is a posterior flow and cannot estimate densities: log p(x) needs the inverse "
+            f"x -> z of every step, and {reason}. Density flows: {known}."
+        )
+    raise ValueError(f"unknown density flow {name!r}; known: {known}")

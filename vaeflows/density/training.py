@@ -1,0 +1,229 @@
+"""Maximum-likelihood training of density flows through the VAE's loop, :func:`vaeflows.infer.training.fit`.
+
+``RUN_DIR`` holds ``config.json``, ``last.pt``/``best.pt`` (resumable, early stopping on the
+validation NLL), ``metrics.json`` (per-epoch history, seconds per step, test NLL in nats and, for
+8-bit data, bits/dim) and PNGs: for 2-D data ``density.png`` (test data, learned density on a grid,
+samples); for images ``samples.png``.
+
+Class-conditional training (``conditional=True``, data with labels) passes one-hot labels as the
+flow's context; the labels travel with the data as one extra column, since ``fit`` batches one
+tensor.
+
+Example:
+    >>> import tempfile
+    >>> from vaeflows.infer.training import TrainConfig
+    >>> metrics = train_density("moons", "realnvp", {"hidden": 16}, TrainConfig(epochs=1, warmup=0),
+    ...                         tempfile.mkdtemp(), num_train=500, progress=False, log=lambda s: None)
+    >>> sorted(k for k in metrics if k.startswith("test"))
+    ['test_nll']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaeflows.infer.experiment import resolve_device
+from vaeflows.infer.training import TrainConfig, check_resumable, fit, load_checkpoint, write_json
+from vaeflows.report import save_images
+
+from .data import DensityData, load_density_data
+from .dequantization import DEQUANTIZERS, bits_per_dim, dequantized_log_likelihood
+from .flows import FlowDensity, density_flow
+from .plots import density_on_grid, save_panels
+
+__all__ = ["DensityModel", "train_density", "evaluate_density", "mean_nll"]
+
+
+class DensityModel(nn.Module):
+    """What is trained: a flow density and, for 8-bit data, its dequantizer.
+
+    ``log_likelihood(batch)`` unpacks a training row (data, then the label column when
+    conditional) and returns ``log p(x)`` (continuous data) or the dequantization bound of
+    ``log P(x)`` (8-bit data), in nats, shape ``(B,)``.
+
+    Args:
+        flow: the density.
+        dequantizer: a module of :data:`DEQUANTIZERS`, or ``None`` for continuous data.
+        num_classes: for a class-conditional flow (context = one-hot label), else 0.
+    """
+
+    def __init__(self, flow: FlowDensity, dequantizer: Optional[nn.Module], num_classes: int = 0) -> None:
+        super().__init__()
+        self.flow = flow
+        self.dequantizer = dequantizer
+        self.num_classes = num_classes
+
+    def unpack(self, rows: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(B, D [+ 1])`` rows -> data ``(B, *event_shape)`` and one-hot context or ``None``."""
+        if not self.num_classes:
+            return rows.reshape(-1, *self.flow.event_shape), None
+        context = F.one_hot(rows[:, -1].long(), self.num_classes).to(rows)
+        return rows[:, :-1].reshape(-1, *self.flow.event_shape), context
+
+    def log_likelihood(self, rows: torch.Tensor) -> torch.Tensor:
+        x, context = self.unpack(rows)
+        if self.dequantizer is None:
+            return self.flow.log_prob(x, context)
+        return dequantized_log_likelihood(self.flow, x, self.dequantizer, context)
+
+
+def _rows(data: DensityData, split: str, conditional: bool) -> torch.Tensor:
+    """A split as ``(N, D)`` rows, with the label as a last column when conditional."""
+    x = getattr(data, split)
+    flat = x.reshape(len(x), -1)
+    return torch.cat([flat, data.labels[split][:, None].float()], 1) if conditional else flat
+
+
+@torch.no_grad()
+def mean_nll(model: DensityModel, rows: torch.Tensor, batch_size: int = 1000, seed: int = 0) -> float:
+    """Mean ``-log p`` (nats) over ``rows``; dequantization noise drawn from ``seed`` (repeatable)."""
+    devices = [rows.device] if rows.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        total = sum(model.log_likelihood(chunk).sum() for chunk in rows.split(batch_size))
+    return -float(total) / len(rows)
+
+
+def _build(signature: dict, data: DensityData) -> DensityModel:
+    context_dim = data.num_classes if signature["conditional"] else None
+    flow = density_flow(signature["flow"], data.event_shape, context_dim=context_dim, **signature["options"])
+    flow.check_values = False  # the data were checked once when loaded
+    deq = DEQUANTIZERS[signature["dequantization"]](data.event_shape) if data.discrete else None
+    return DensityModel(flow, deq, data.num_classes if signature["conditional"] else 0)
+
+
+def train_density(
+    dataset: str,
+    flow: str,
+    options: dict,
+    config: TrainConfig,
+    run_dir: Path,
+    data_dir: Optional[str] = None,
+    num_train: Optional[int] = None,
+    dequantization: str = "uniform",
+    conditional: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Fit ``flow`` to ``dataset`` by maximum likelihood into ``run_dir`` (resumed if it holds the
+    same run), then evaluate the best model on the test set.
+
+    Args:
+        dataset: a name of :data:`vaeflows.density.data.DENSITY_DATASETS`.
+        flow: a name of :data:`vaeflows.density.DENSITY_FLOWS`.
+        options: builder options, e.g. ``{"num_steps": 4, "hidden": 64}``.
+        config: optimization settings (``warmup`` is ignored: there is no KL term).
+        run_dir: the run directory.
+        data_dir: MNIST's folder.
+        num_train: training set size (toy sets: generated; MNIST: the first ones).
+        dequantization: ``"uniform"`` or ``"variational"`` (8-bit data only).
+        conditional: class-conditional flow (data with labels).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: progress bars.
+        log: called with progress lines.
+
+    Returns:
+        The metrics written to ``run_dir/metrics.json``.
+    """
+    if dequantization not in DEQUANTIZERS:
+        raise ValueError(f"unknown dequantization {dequantization!r}; known: {', '.join(DEQUANTIZERS)}")
+    data = load_density_data(dataset, data_dir, num_train, config.seed)
+    if conditional and data.labels is None:
+        raise ValueError(f"{dataset} has no class labels: a class-conditional flow needs them (mnist)")
+    signature = {
+        "dataset": dataset,
+        "flow": flow,
+        "options": dict(options),
+        "num_train": len(data.train),
+        "dequantization": dequantization if data.discrete else None,
+        "conditional": conditional,
+    }
+    torch_device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    model = _build(signature, data).to(torch_device)
+    run_dir = Path(run_dir)
+    check_resumable(run_dir, signature)  # before config.json is rewritten
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json({**signature, "data_dir": data_dir, "train": vars(config), "device": str(torch_device)}, run_dir / "config.json")
+    train, valid = (_rows(data, s, conditional).to(torch_device) for s in ("train", "valid"))
+    log(f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test, "
+        f"event shape {data.event_shape}; flow {flow}; device {torch_device}")
+    config = TrainConfig(**{**vars(config), "warmup": 0})
+    fit(
+        model,
+        lambda batch, epoch: -model.log_likelihood(batch).mean(),
+        lambda: mean_nll(model, valid, config.batch_size),
+        train,
+        config,
+        run_dir,
+        signature,
+        progress=progress,
+        log=log,
+    )
+    return evaluate_density(run_dir, data, device, log)
+
+
+def evaluate_density(
+    run_dir: Path, data: Optional[DensityData] = None, device: str = "auto", log: Callable[[str], None] = print
+) -> dict:
+    """Test NLL (nats; bits/dim for 8-bit data) of a run's best model; writes ``metrics.json``
+    and the PNGs."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    signature = {k: config[k] for k in ("dataset", "flow", "options", "num_train", "dequantization", "conditional")}
+    if data is None:
+        data = load_density_data(config["dataset"], config["data_dir"], config["num_train"], config["train"]["seed"])
+    torch_device = resolve_device(device)
+    model = _build(signature, data).to(torch_device)
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt", str(torch_device))["module"])
+    model.eval()
+    history = load_checkpoint(run_dir / "last.pt", "cpu")["state"]["history"]
+    steps = math.ceil(signature["num_train"] / config["train"]["batch_size"])
+    seconds = sum(h["seconds"] for h in history)
+    test = _rows(data, "test", signature["conditional"]).to(torch_device)
+    metrics = {
+        **signature,
+        "device": str(torch_device),
+        "epochs": history,
+        "steps": steps * len(history),
+        "seconds_per_step": seconds / max(steps * len(history), 1),
+        "test_nll": mean_nll(model, test),
+    }
+    dims = math.prod(data.event_shape)
+    if data.discrete:
+        metrics["test_bpd"] = float(bits_per_dim(torch.tensor(-metrics["test_nll"]), dims))
+        log(f"test NLL {metrics['test_nll']:.2f} nats, {metrics['test_bpd']:.4f} bits/dim")
+    else:
+        log(f"test NLL {metrics['test_nll']:.4f} nats")
+    write_json(metrics, run_dir / "metrics.json")
+    _draw(run_dir, model, data, log)
+    return metrics
+
+
+@torch.no_grad()
+def _draw(run_dir: Path, model: DensityModel, data: DensityData, log: Callable[[str], None]) -> None:
+    flow = model.flow
+    like = next(model.parameters())
+    with torch.random.fork_rng(devices=[like.device] if like.is_cuda else []):
+        torch.manual_seed(0)
+        if len(data.event_shape) == 1:
+            bound = 4.5
+            density = density_on_grid(flow.log_prob, bound, 200, like)
+            panels = [("test data", "points", data.test), (f"{flow.name} density", "grid", density),
+                      (f"{flow.name} samples", "points", flow.sample(len(data.test)))]
+            drawn, name = save_panels(panels, run_dir / "density.png", bound, data.name), "density.png"
+        else:
+            context = None
+            if model.num_classes:
+                context = F.one_hot(torch.arange(64, device=like.device) % model.num_classes, model.num_classes).to(like)
+            samples = flow.sample(64, context)
+            drawn, name = save_images(samples, run_dir / "samples.png", f"{flow.name} samples"), "samples.png"
+    log(f"wrote {run_dir / name}" if drawn else "matplotlib is not installed: no PNGs (pip install matplotlib)")
