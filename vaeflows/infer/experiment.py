@@ -225,11 +225,17 @@ def evaluate_run(
 
     Updates ``run_dir/metrics.json`` and draws the run's PNGs.
     """
+    with pyro.validation_enabled(False):  # the data were checked when loaded
+        return _evaluate_run(Path(run_dir), nll_samples, device, progress, log)
+
+
+def _evaluate_run(
+    run_dir: Path, nll_samples: int, device: str, progress: bool, log: Callable[[str], None]
+) -> dict:
     from tqdm.auto import tqdm
 
     from vaeflows import report
 
-    run_dir = Path(run_dir)
     vae, config, data = load_run(run_dir, device)
     device_of = next(vae.parameters()).device
     test = data.test.to(device_of)

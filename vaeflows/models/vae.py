@@ -115,14 +115,14 @@ class VAE(nn.Module):
 
     def model(self, x: torch.Tensor, beta: float = 1.0) -> None:
         self._register()
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", x.shape[0], device=x.device):
             with _kl_weight(beta):
                 z = pyro.sample("z", self.prior(x))
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor, beta: float = 1.0) -> None:
         self._register()
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", x.shape[0], device=x.device):
             with _kl_weight(beta):
                 pyro.sample("z", self.posterior(x))
 

@@ -26,6 +26,7 @@ from .base import (
     AmortizedFlow,
     FlowFamily,
     FlowStack,
+    FunctionStep,
     GlobalFamilyFlow,
     GlobalFlow,
     Hypernet,
@@ -34,10 +35,9 @@ from .base import (
 )
 from .householder import householder_family
 from .iaf import AmortizedIAF, GlobalIAF
-from .planar import planar_family
+from .planar import planar, planar_family
 from .radial import radial_family
 from .sylvester import (
-    ConditionedSylvester,
     orthogonalize,
     sylvester,
     sylvester_householder_family,
@@ -58,7 +58,8 @@ __all__ = [
     "FlowStack",
     "Hypernet",
     "NoInverseError",
-    "ConditionedSylvester",
+    "FunctionStep",
+    "planar",
     "sylvester",
     "orthogonalize",
 ]

@@ -28,6 +28,7 @@ from torch.distributions import Transform, constraints
 __all__ = [
     "FlowFamily",
     "FlowStack",
+    "FunctionStep",
     "Hypernet",
     "AmortizedFlow",
     "GlobalFlow",
@@ -67,6 +68,37 @@ class FlowFamily:
         self.param_shapes = param_shapes
         self.build_steps = build_steps
         self.invertible = invertible
+
+
+class FunctionStep(Transform):
+    """One flow step ``fn(z, *params) -> (z', log|det dz'/dz|)`` with given (batched) parameters.
+
+    Direction: ``z -> z'``. No analytic inverse: scores only values it produced (cache of one).
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(
+        self,
+        fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]],
+        *params: torch.Tensor,
+    ) -> None:
+        super().__init__(cache_size=1)
+        self.fn = fn
+        self.params = params
+        self._cached_ladj: Optional[torch.Tensor] = None
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        z_out, self._cached_ladj = self.fn(z, *self.params)
+        return z_out
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_old, y_old = self._cached_x_y
+        if x is not x_old or y is not y_old:
+            self(x)
+        return self._cached_ladj
 
 
 class FlowStack(Transform):
