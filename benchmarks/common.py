@@ -1,0 +1,64 @@
+"""What every benchmark states about where it ran: the machine line of its results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pyro
+import torch
+
+__all__ = ["machine", "command_line", "package_version"]
+
+
+def machine() -> str:
+    """CPU count, torch threads, CPU model, GPU (if any) and library versions, on one line."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible"
+    return (
+        f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}, CPU {cpu}, GPU {gpu}; "
+        f"torch {torch.__version__}, pyro-ppl {pyro.__version__}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def package_version() -> str:
+    """vaeflows' version and the repository's commit (``+ local changes`` if the tree differs from it)."""
+    import vaeflows
+
+    root = Path(__file__).resolve().parent.parent
+    version = getattr(vaeflows, "__version__", "unknown")
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "vaeflows"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"vaeflows {version}"
+    return f"vaeflows {version}, commit {commit}" + (" + local changes under vaeflows/" if dirty else "")
+
+
+def command_line(script: str, argv: List[str]) -> str:
+    """The command that reproduces this run, from the repository root."""
+    return " ".join(["python", f"benchmarks/{script}", *(shlex.quote(a) for a in argv)])
+
+
+if __name__ == "__main__":
+    print(machine())
+    print(package_version())
+    sys.exit(0)
