@@ -1,10 +1,16 @@
 """Objectives and training: KL warm-up, ELBO/IWAE losses, importance-sampled NLL, resumable loop."""
 
-from .evaluation import elbo_per_point, importance_sampled_log_likelihood, log_importance_weights
+from .evaluation import (
+    elbo_per_point,
+    importance_sampled_log_likelihood,
+    log_importance_weights,
+    reparameterized_elbo,
+)
 from .experiment import OBJECTIVES, evaluate_run, load_run, resolve_device, train_vae, vae_loss
 from .training import CheckpointMismatch, TrainConfig, TrainingDiverged, fit, kl_beta
 
 __all__ = [
+    "reparameterized_elbo",
     "log_importance_weights",
     "elbo_per_point",
     "importance_sampled_log_likelihood",

@@ -5,7 +5,8 @@
 validation -ELBO, seconds per epoch, test -ELBO and NLL, device) and the PNGs of
 :mod:`vaeflows.report`.
 
-Objectives: the flow-modified ELBO from Pyro's ``Trace_ELBO`` (``objective="elbo"``), or the
+Objectives: the flow-modified ELBO as Pyro's ``Trace_ELBO`` computes it
+(:func:`~vaeflows.infer.evaluation.reparameterized_elbo`, ``objective="elbo"``), or the
 importance-weighted bound of Burda et al. 2016 with ``iwae_samples`` samples (``"iwae"``); both with
 KL warm-up ``beta`` on the latent site.
 """
@@ -19,12 +20,12 @@ from typing import Callable, Optional, Tuple
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
 
 from vaeflows.data import VAEData, load_dataset
 from vaeflows.infer import distributed
 from vaeflows.infer.evaluation import (
     elbo_per_point,
+    reparameterized_elbo,
     importance_sampled_log_likelihood,
     log_importance_weights,
 )
@@ -61,14 +62,13 @@ def vae_loss(
     Dynamically binarized data sets are Bernoulli-sampled here, batch by batch.
     """
     _check_objective(objective, iwae_samples)
-    elbo = Trace_ELBO()
 
     def loss(batch: torch.Tensor, epoch: int) -> torch.Tensor:
         batch = data.binarize(batch)
         beta = kl_beta(epoch, warmup)
         with pyro.validation_enabled(False):  # the data were checked once when loaded
             if objective == "elbo":
-                return elbo.differentiable_loss(vae.model, vae.guide, batch, beta) / batch.shape[0]
+                return -reparameterized_elbo(vae.model, vae.guide, batch, beta) / batch.shape[0]
             log_w = log_importance_weights(
                 lambda x: vae.model(x, beta), lambda x: vae.guide(x, beta), batch, iwae_samples
             )
