@@ -3,8 +3,8 @@
     torchrun --standalone --nproc_per_node=N ddp_worker.py train OUT EPOCHS
     torchrun --standalone --nproc_per_node=N ddp_worker.py grad OUT
 
-``train``: ``train_vae`` on digits into ``OUT/run``; every process then saves its parameters to
-``OUT/params_rank{r}.pt``. ``grad``: one ``fit`` step of a deterministic loss on the first 100
+``train``: ``train_vae`` on digits into ``OUT/run``; every process saves the parameters it holds in
+memory when ``fit`` returns to ``OUT/params_rank{r}.pt``. ``grad``: one ``fit`` step of a deterministic loss on the first 100
 digits (each process takes its shard of the batch); every process saves the gradients it holds.
 """
 
@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 
 from vaeflows.data import load_dataset
-from vaeflows.infer import TrainConfig, fit, train_vae
-from vaeflows.infer import distributed
+from vaeflows.infer import TrainConfig, distributed, experiment, fit, train_vae
 from vaeflows.models import build_vae
 
 MODEL = {"arch": "mlp", "latent_dim": 4, "flow": "planar", "num_flows": 2, "hidden_dims": [32]}
@@ -42,11 +41,15 @@ def deterministic_loss(vae):
 
 def main(mode, out, epochs="2"):
     if mode == "train":
+
+        def fit_and_save(module, *args, **kwargs):
+            history = fit(module, *args, **kwargs)
+            save_parameters(module, out, "params")  # this process's own copy, not the checkpoint
+            return history
+
+        experiment.fit = fit_and_save
         config = TrainConfig(epochs=int(epochs), batch_size=50, warmup=1, patience=0)
         train_vae("digits", None, MODEL, config, Path(out) / "run", device="cpu", nll_samples=0, progress=False)
-        vae = build_vae(image_shape=(1, 8, 8), likelihood="bernoulli", **MODEL)
-        vae.load_state_dict(torch.load(Path(out) / "run" / "last.pt", weights_only=False)["module"])
-        save_parameters(vae, out, "params")
     else:
         device, joined = distributed.setup(torch.device("cpu"))
         torch.manual_seed(0)
