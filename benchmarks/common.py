@@ -13,7 +13,7 @@ from typing import List
 import pyro
 import torch
 
-__all__ = ["machine", "command_line", "package_version"]
+__all__ = ["machine", "command_line", "package_version", "write_markdown"]
 
 
 def machine() -> str:
@@ -56,6 +56,14 @@ def package_version() -> str:
 def command_line(script: str, argv: List[str]) -> str:
     """The command that reproduces this run, from the repository root."""
     return " ".join(["python", f"benchmarks/{script}", *(shlex.quote(a) for a in argv)])
+
+
+def write_markdown(lines: List[str], path: Path) -> str:
+    """Write ``lines`` as one markdown file at ``path`` (creating its folder); return the text."""
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version  # noqa: E402
+from common import command_line, machine, package_version, write_markdown  # noqa: E402
 
 from vaeflows.infer.experiment import resolve_device, train_vae  # noqa: E402
 from vaeflows.infer.training import TrainConfig, load_checkpoint  # noqa: E402
@@ -222,10 +222,7 @@ def write_table(
     if wall:
         lines.append(f"\nWall time of the models trained in this invocation (training + evaluation): "
                      f"{sum(wall) / 60:.1f} min.")
-    text = "\n".join(lines) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return text
+    return write_markdown(lines, path)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

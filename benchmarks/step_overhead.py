@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from pyro import poutine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version  # noqa: E402
+from common import command_line, machine, package_version, write_markdown  # noqa: E402
 from handwritten_vae import HandwrittenVAE  # noqa: E402
 
 from vaeflows.data import load_dataset  # noqa: E402
@@ -270,10 +270,7 @@ def write_results(args, argv, code, tables, householder, path: Path) -> str:
             "",
             f"Largest difference between the two Q: {householder['max_abs_difference']:.1e}.",
         ]
-    text = "\n".join(lines) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return text
+    return write_markdown(lines, path)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

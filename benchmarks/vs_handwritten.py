@@ -57,7 +57,7 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version  # noqa: E402
+from common import command_line, machine, package_version, write_markdown  # noqa: E402
 from handwritten_vae import HandwrittenRun, HandwrittenVAE  # noqa: E402
 
 import vaeflows.infer.experiment as experiment  # noqa: E402
@@ -518,10 +518,7 @@ def write_results(args, argv, code, results, steps, counts, checks, profiles, pa
             lines.append(f"| {flow} | {i} | {a:.5f} | {b:.5f} | {abs(a - b):.1e} |")
     if profiles:
         lines += ["", "## Where vaeflows' time goes", ""] + profiles
-    text = "\n".join(lines) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return text
+    return write_markdown(lines, path)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
