@@ -25,6 +25,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from vaeflows.distributions import DiagonalNormal, StandardNormal
 from vaeflows.nn import build_encoder_decoder, build_likelihood
 from vaeflows.nn.likelihoods import Likelihood
 from vaeflows.transforms import AmortizedFlow, posterior_flow
@@ -95,8 +96,7 @@ class VAE(nn.Module):
 
     def prior(self, like: torch.Tensor) -> dist.Distribution:
         """``p(z) = N(0, I)`` with event shape ``(latent_dim,)``, on ``like``'s device and dtype."""
-        zeros = like.new_zeros(self.latent_dim)
-        return dist.Normal(zeros, 1.0).to_event(1)
+        return StandardNormal(self.latent_dim, like)
 
     def posterior(self, x: torch.Tensor) -> dist.Distribution:
         """``q(z_K | x)``: batch shape ``x.shape[:-3]``, event shape ``(latent_dim,)``.
@@ -104,9 +104,9 @@ class VAE(nn.Module):
         A fresh flow transform per call, so it scores only its own samples (see DESIGN.md).
         """
         h = self.encoder(x)
-        base = dist.Normal(self.loc(h), self.scale(h))
+        base = DiagonalNormal(self.loc(h), self.scale(h))
         if self.flow is None:
-            return base.to_event(1)
+            return base
         return dist.TransformedDistribution(base, [self.flow.condition(h)])
 
     def _register(self) -> None:

@@ -125,10 +125,11 @@ class FlowStack(Transform):
         self._cached_ladj: Optional[torch.Tensor] = None
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
-        ladj = z.new_zeros(z.shape[:-1])
+        ladj = None
         for step in self.steps:
             z_next = step(z)
-            ladj = ladj + step.log_abs_det_jacobian(z, z_next)
+            step_ladj = step.log_abs_det_jacobian(z, z_next)
+            ladj = step_ladj if ladj is None else ladj + step_ladj
             z = z_next
         self._cached_ladj = ladj
         return z
