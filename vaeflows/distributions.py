@@ -69,6 +69,8 @@ class DiagonalNormal(TorchDistribution):
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
 
     def expand(self, batch_shape: torch.Size, _instance=None) -> "DiagonalNormal":
+        if tuple(batch_shape) == self.batch_shape:  # what pyro.plate asks at every site
+            return self
         shape = torch.Size(batch_shape) + self.event_shape
         return DiagonalNormal(self.loc.expand(shape), self.scale.expand(shape), validate_args=False)
 
@@ -124,6 +126,8 @@ class StandardNormal(TorchDistribution):
         super().__init__(torch.Size(batch_shape), torch.Size([dim]), validate_args=validate_args)
 
     def expand(self, batch_shape: torch.Size, _instance=None) -> "StandardNormal":
+        if tuple(batch_shape) == self.batch_shape:
+            return self
         return StandardNormal(self.event_shape[0], self._like, batch_shape, validate_args=self._validate_args)
 
     @property
@@ -142,6 +146,8 @@ class StandardNormal(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         log_p = -0.5 * (value * value).sum(-1) - self.event_shape[0] * HALF_LOG_2PI
+        if log_p.shape == self.batch_shape:
+            return log_p
         return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))
 
     def entropy(self) -> torch.Tensor:
@@ -175,6 +181,8 @@ class IndependentBernoulli(TorchDistribution):
         return constraints.independent(constraints.boolean, self._event_dim)
 
     def expand(self, batch_shape: torch.Size, _instance=None) -> "IndependentBernoulli":
+        if tuple(batch_shape) == self.batch_shape:
+            return self
         logits = self.logits.expand(torch.Size(batch_shape) + self.event_shape)
         return IndependentBernoulli(logits, self._event_dim, validate_args=False)
 
