@@ -36,6 +36,7 @@ def test_diagonal_normal_scores_own_samples_and_other_values_as_pyro_normal():
 def test_diagonal_normal_broadcasts_expands_and_samples_with_sample_shape():
     q = DiagonalNormal(torch.zeros(3), torch.ones(2, 3))
     assert q.batch_shape == (2,) and q.rsample((5,)).shape == (5, 2, 3)
+    assert q.expand((2,)) is q  # pyro.plate's expand to the same shape copies nothing
     wide = q.expand((7, 2))
     z = wide.rsample()
     assert z.shape == (7, 2, 3) and wide.log_prob(z).shape == (7, 2)
@@ -51,6 +52,7 @@ def test_standard_normal_equals_pyro_normal_and_expands_without_copies():
     torch.testing.assert_close(p.log_prob(z), reference.log_prob(z), rtol=0, atol=1e-12)
     torch.testing.assert_close(_grads(p.log_prob(z), z)[0], _grads(reference.log_prob(z), z)[0])
     wide = p.expand((6,))
+    assert wide.expand((6,)) is wide
     assert wide.batch_shape == (6,) and wide.log_prob(torch.zeros(5, dtype=torch.float64)).shape == (6,)
     assert wide.sample((2,)).shape == (2, 6, 5) and wide.sample().dtype == torch.float64
     torch.testing.assert_close(wide.entropy(), reference.expand((6,)).entropy())
@@ -67,7 +69,7 @@ def test_independent_bernoulli_equals_pyro_bernoulli_to_event():
     torch.testing.assert_close(_grads(ours.log_prob(x), logits)[0], _grads(theirs.log_prob(x), logits)[0])
     torch.testing.assert_close(ours.mean, theirs.mean)
     assert ours.sample((5,)).shape == (5, 2, 1, 3, 4)
-    assert ours.expand((3, 2)).log_prob(x).shape == (3, 2)
+    assert ours.expand((3, 2)).log_prob(x).shape == (3, 2) and ours.expand((2,)) is ours
     with pytest.raises(ValueError, match="event_dim must be in 1..4"):
         IndependentBernoulli(logits, 5)
 
