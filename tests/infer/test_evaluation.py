@@ -4,6 +4,7 @@ import math
 
 import pyro
 import pyro.distributions as dist
+from pyro import poutine
 import pytest
 import torch
 
@@ -192,3 +193,37 @@ def test_reparameterized_elbo_refuses_discrete_guide_sites():
 
     with pytest.raises(ValueError, match="not reparameterized"):
         reparameterized_elbo(model, guide)
+
+
+@pytest.mark.filterwarnings("ignore:Found vars in model but not guide")
+def test_reparameterized_elbo_is_trace_elbo_with_subsampling_masks_and_model_only_sites():
+    """Subsampled plates (scaled and replayed into the model), poutine.mask, poutine.scale, a
+    latent site the guide does not have, two plates: the same value and gradient as Trace_ELBO."""
+    from pyro.infer import Trace_ELBO
+
+    from vaeflows.infer import reparameterized_elbo
+
+    torch.manual_seed(0)
+    x = torch.randn(10, 3, dtype=torch.float64)
+    loc = torch.randn(10, dtype=torch.float64, requires_grad=True)
+    weight = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+
+    def model(x):
+        g = pyro.sample("g", dist.Normal(x.new_zeros(()), 1.0))  # not in the guide
+        with pyro.plate("data", 10, subsample_size=4) as idx:
+            z = pyro.sample("z", dist.Normal(weight * g, 1.0))
+            with pyro.plate("dims", 3, dim=-2), poutine.mask(mask=torch.tensor([True, False, True]).unsqueeze(-1)):
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x[idx].T)
+
+    def guide(x):
+        with pyro.plate("data", 10, subsample_size=4) as idx, poutine.scale(scale=0.7):
+            pyro.sample("z", dist.Normal(loc[idx], 0.5))
+
+    pyro.set_rng_seed(3)
+    expected = Trace_ELBO().differentiable_loss(model, guide, x)
+    expected_grads = torch.autograd.grad(expected, [loc, weight])
+    pyro.set_rng_seed(3)
+    ours = -reparameterized_elbo(model, guide, x)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+    for g, e in zip(torch.autograd.grad(ours, [loc, weight]), expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)

@@ -13,12 +13,16 @@ By Jensen's inequality the latter is at least the ELBO in expectation and grows 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Callable, Dict, Iterator, Optional, Union
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine.util import is_validation_enabled
+from pyro.util import warn_if_nan
 
 __all__ = [
     "reparameterized_elbo",
@@ -29,31 +33,69 @@ __all__ = [
 ]
 
 
-def reparameterized_elbo(model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-    """The one-sample ELBO ``log p(x, z) - log q(z | x)``, ``z ~ q``, summed over the data: the
-    value of ``-Trace_ELBO().differentiable_loss(model, guide, *args)`` for a guide whose samples
-    are all reparameterized (every vaeflows posterior), from the same Pyro traces (guide traced,
-    model replayed on it), without Trace_ELBO's host synchronizations (``.item()``, NaN checks):
-    about 3% of a CPU training step (``benchmarks/results/step_overhead.md``), a stall per step on
-    a GPU. With Pyro's validation on, ``log_prob_sum`` still checks for NaN.
+class _LogDensity(Messenger):
+    """Sums ``sum(scale * mask * log fn(value))`` over the sample sites of one run of a program.
 
-    Raises:
-        ValueError: a guide sample site is not reparameterized (use ``Trace_ELBO`` there).
+    Given ``replay`` (site name -> value), latent sites found there take that value instead of
+    sampling, as ``poutine.replay`` does (plates' subsample indices included). ``values`` holds
+    every site's value afterwards. The sum is
+    taken after every handler inside this one has acted (plates, ``poutine.scale``,
+    ``poutine.mask``), exactly where ``poutine.trace`` records a site.
     """
-    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    for name, site in guide_trace.nodes.items():
-        if (
-            site["type"] == "sample"
-            and not site["is_observed"]
-            and not site_is_subsample(site)
-            and not site["fn"].has_rsample
-        ):
+
+    def __init__(self, replay: Optional[Dict[str, torch.Tensor]] = None) -> None:
+        super().__init__()
+        self.replay = replay
+        self.values: Dict[str, torch.Tensor] = {}
+        self.total: Union[torch.Tensor, float] = 0.0
+
+    def _pyro_sample(self, msg) -> None:
+        if self.replay is not None and not msg["is_observed"] and msg["name"] in self.replay:
+            msg["value"] = self.replay[msg["name"]]
+            msg["done"] = True
+
+    def _pyro_post_sample(self, msg) -> None:
+        fn, name = msg["fn"], msg["name"]
+        if msg["infer"].get("_do_not_trace"):  # auxiliary sites, which poutine.trace skips too
+            return
+        if name in self.values:
+            raise RuntimeError(f"Multiple sample sites named {name!r}")
+        self.values[name] = msg["value"]
+        if isinstance(fn, _Subsample):  # a plate's indices: replayed in the model, no density
+            return
+        if self.replay is None and not msg["is_observed"] and not fn.has_rsample:
             raise ValueError(
                 f"guide site {name!r} is not reparameterized: its gradient needs the score "
                 "function terms of pyro.infer.Trace_ELBO"
             )
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    return model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+        log_p = scale_and_mask(fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"]), msg["scale"], msg["mask"])
+        log_p = log_p.sum()
+        if is_validation_enabled():
+            warn_if_nan(log_p, f"log_prob_sum at site {name!r}")
+        self.total = self.total + log_p
+
+
+def reparameterized_elbo(model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
+    """The one-sample ELBO ``log p(x, z) - log q(z | x)``, ``z ~ q``, summed over the data: the
+    value and gradient of ``-Trace_ELBO().differentiable_loss(model, guide, *args)`` for a guide
+    whose samples are all reparameterized (every vaeflows posterior), at the same random draws.
+
+    The guide runs under one small Pyro messenger that sums its sites' log-densities and keeps
+    their values; the model runs under another that replays those values and sums its own. That
+    is what ``Trace_ELBO`` computes from ``poutine.trace`` and ``poutine.replay``, without
+    building the two traces and without ``Trace_ELBO``'s host synchronizations (``.item()``, NaN
+    checks): a stall per step on a GPU, and on a CPU a few percent of a small model's step
+    (``benchmarks/results/step_time_cpu.md``). With Pyro's validation on, each site's sum is
+    still checked for NaN.
+
+    Raises:
+        ValueError: a guide sample site is not reparameterized (use ``Trace_ELBO`` there).
+    """
+    with _LogDensity() as guide_density:
+        guide(*args, **kwargs)
+    with _LogDensity(replay=guide_density.values) as model_density:
+        model(*args, **kwargs)
+    return model_density.total - guide_density.total
 
 
 def log_importance_weights(
