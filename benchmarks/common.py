@@ -13,7 +13,7 @@ from typing import List
 import pyro
 import torch
 
-__all__ = ["machine", "command_line", "package_version", "write_markdown"]
+__all__ = ["machine", "command_line", "package_version", "write_markdown", "synchronize"]
 
 
 def machine() -> str:
@@ -56,6 +56,12 @@ def package_version() -> str:
 def command_line(script: str, argv: List[str]) -> str:
     """The command that reproduces this run, from the repository root."""
     return " ".join(["python", f"benchmarks/{script}", *(shlex.quote(a) for a in argv)])
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA), so that a clock read after it measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def write_markdown(lines: List[str], path: Path) -> str:

@@ -31,7 +31,7 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version, write_markdown  # noqa: E402
+from common import command_line, machine, package_version, synchronize, write_markdown  # noqa: E402
 
 from vaeflows.data import load_dataset  # noqa: E402
 from vaeflows.infer.evaluation import importance_sampled_log_likelihood  # noqa: E402
@@ -44,21 +44,16 @@ HERE = Path(__file__).resolve().parent
 MNIST_TEST_IMAGES = 10_000
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(vae, x: torch.Tensor, samples: int, chunk_size: int, batch_size: int) -> dict:
     """Seconds and mean NLL of ``importance_sampled_log_likelihood`` on ``x``."""
     device = x.device
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     with pyro.validation_enabled(False):
         log_px = importance_sampled_log_likelihood(
             vae.model, vae.guide, x, samples, chunk_size=chunk_size, batch_size=batch_size
         )
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "points_per_second": x.shape[0] / seconds, "nll": -log_px.mean().item()}
 

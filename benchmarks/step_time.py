@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version, write_markdown  # noqa: E402
+from common import command_line, machine, package_version, synchronize, write_markdown  # noqa: E402
 
 from vaeflows.data import load_dataset  # noqa: E402
 from vaeflows.distributions import HALF_LOG_2PI  # noqa: E402
@@ -80,11 +80,6 @@ def handwritten_loss(vae: VAE, x: torch.Tensor, beta: float) -> torch.Tensor:
     return -(log_lik + beta * (log_prior - log_q)).mean()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _step(loss: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
     value = loss(x)
     optimizer.zero_grad(set_to_none=True)
@@ -95,11 +90,11 @@ def _step(loss: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.O
 def peak_step_memory(step: Callable[[], None], device: torch.device) -> float:
     """MiB of tensor memory held at the peak of one ``step()``, beyond what was held before it."""
     if device.type == "cuda":
-        _sync(device)
+        synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
-        _sync(device)
+        synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
@@ -152,11 +147,11 @@ def time_steps(
         for name in names if r % 2 == 0 else names[::-1]:
             loss, _ = variants[name]
             torch.manual_seed(args.seed + r)  # the same noise for both in a round
-            _sync(device)
+            synchronize(device)
             start = clock()
             for x in batches:
                 _step(loss, optimizers[name], x)
-            _sync(device)
+            synchronize(device)
             if r:
                 times[name].append((clock() - start) / len(batches))
     hand_time, lib_time = statistics.median(times["hand-written"]), statistics.median(times["vaeflows"])

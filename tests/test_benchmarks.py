@@ -1,0 +1,46 @@
+"""The speed benchmarks run, and their built-in checks hold, at a tiny budget (the figures are not checked)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_time_checks_both_steps_compute_the_same_loss(tmp_path):
+    """step_time refuses to time two steps whose losses differ; here it must find them equal."""
+    out = tmp_path / "step_time.md"
+    step_time = _load("step_time")
+    argv = ["--data-dir", str(DATA), "--archs", "mlp", "--flows", "none,planar,sylvester-orthogonal",
+            "--latent-dim", "8", "--rounds", "1", "--block", "2", "--during-warmup", "--out", str(out)]
+    assert step_time.main(argv) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| mlp |")]
+    assert len(rows) == 3
+
+
+def test_step_time_refuses_steps_that_compute_different_losses(monkeypatch):
+    step_time = _load("step_time")
+    monkeypatch.setattr(step_time, "handwritten_loss", lambda vae, x, beta: step_time.F.softplus(vae.loc.bias).sum())
+    with pytest.raises(RuntimeError, match="different losses"):
+        step_time.main(["--data-dir", str(DATA), "--archs", "mlp", "--flows", "none", "--latent-dim", "4",
+                        "--rounds", "1", "--block", "1"])
+
+
+def test_nll_throughput_runs(tmp_path):
+    out = tmp_path / "nll.md"
+    nll = _load("nll_throughput")
+    argv = ["--data-dir", str(DATA), "--flow", "planar", "--latent-dim", "4", "--points", "2",
+            "--samples", "20", "--chunk-size", "10", "--batch-size", "2", "--loop-samples", "2", "--out", str(out)]
+    assert nll.main(argv) == 0
+    assert "points / s" in out.read_text()
