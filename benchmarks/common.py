@@ -13,7 +13,7 @@ from typing import List
 import pyro
 import torch
 
-__all__ = ["machine", "command_line", "package_version", "write_markdown", "synchronize"]
+__all__ = ["machine", "command_line", "package_version", "write_markdown", "synchronize", "device_name", "results_header"]
 
 
 def machine() -> str:
@@ -62,6 +62,26 @@ def synchronize(device: torch.device) -> None:
     """Wait for ``device``'s queued work (CUDA), so that a clock read after it measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    """``CPU`` or the GPU's model name."""
+    return "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
+
+
+def results_header(title: str, script: str, argv: List[str], code: str) -> List[str]:
+    """The first lines of a results file: title, when, the command, the code version, the machine."""
+    import time
+
+    return [
+        f"# {title}",
+        "",
+        f"Written by `benchmarks/{script}` on {time.strftime('%Y-%m-%d %H:%M %Z')}.",
+        "",
+        f"- **Command**: `{command_line(script, argv)}`",
+        f"- **Code**: {code}.",
+        f"- **Machine**: {machine()}.",
+    ]
 
 
 def write_markdown(lines: List[str], path: Path) -> str:

@@ -31,7 +31,7 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version, synchronize, write_markdown  # noqa: E402
+from common import device_name, machine, package_version, results_header, synchronize, write_markdown  # noqa: E402
 
 from vaeflows.data import load_dataset  # noqa: E402
 from vaeflows.infer.evaluation import importance_sampled_log_likelihood  # noqa: E402
@@ -107,15 +107,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         (f"per-point loop (1 point x {args.chunk_size} samples at once)", loop),
         (f"per-point, per-sample loop (1 x 1; timed on {args.loop_samples} samples of one point, scaled to S)", single),
     ]
-    device_name = "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    lines = [
-        f"# Importance-sampled NLL throughput ({device_name})",
-        "",
-        f"Written by `benchmarks/nll_throughput.py` on {time.strftime('%Y-%m-%d %H:%M %Z')}.",
-        "",
-        f"- **Command**: `{command_line('nll_throughput.py', argv)}`",
-        f"- **Code**: {code}.",
-        f"- **Machine**: {machine()}.",
+    lines = results_header(
+        f"Importance-sampled NLL throughput ({device_name(device)})", "nll_throughput.py", argv, code
+    ) + [
         f"- **Protocol**: {described}; the first {args.points} statically binarized MNIST test images, "
         f"S = {args.samples} importance samples each, timed once per method (wall clock, after a warm-up).",
         "",

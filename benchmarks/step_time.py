@@ -25,7 +25,7 @@ vaeflows' flow maths is as fast as hand-written maths is shown for planar flows 
 Peak memory: the most tensor memory held at once during one step beyond what was held before it
 (CPU: from the profiler's allocation events; CUDA: ``torch.cuda.max_memory_allocated``).
 
-Results go to ``benchmarks/results/step_time.md`` (or ``--out``).
+Results go to ``benchmarks/results/step_time_<device>.md`` (or ``--out``).
 
 Example:
     python benchmarks/step_time.py --archs mlp --flows none,planar --rounds 5
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version, synchronize, write_markdown  # noqa: E402
+from common import device_name, machine, package_version, results_header, synchronize, write_markdown  # noqa: E402
 
 from vaeflows.data import load_dataset  # noqa: E402
 from vaeflows.distributions import HALF_LOG_2PI  # noqa: E402
@@ -177,15 +177,8 @@ def time_steps(
 
 def write_results(args: argparse.Namespace, argv: List[str], code: str, device: torch.device, rows: List[dict]) -> str:
     target = TARGETS[device.type]
-    device_name = "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    lines = [
-        f"# vaeflows' training step vs a hand-written PyTorch step ({device_name})",
-        "",
-        f"Written by `benchmarks/step_time.py` on {time.strftime('%Y-%m-%d %H:%M %Z')}.",
-        "",
-        f"- **Command**: `{command_line('step_time.py', argv)}`",
-        f"- **Code**: {code}.",
-        f"- **Machine**: {machine()}.",
+    title = f"vaeflows' training step vs a hand-written PyTorch step ({device_name(device)})"
+    lines = results_header(title, "step_time.py", argv, code) + [
         f"- **Protocol**: statically binarized MNIST, batch {args.batch_size}, z = {args.latent_dim}, "
         f"{args.num_flows} flow steps with each flow's default options, Adamax (lr 5e-4, eps 1e-7), "
         f"KL weight {f'1/{args.warmup} (first warm-up epoch)' if args.during_warmup else '1 (after warm-up)'}. "
