@@ -2,7 +2,7 @@
 
 Each flow gets its own run directory ``OUT/<flow>`` (config, checkpoints, ``metrics.json`` and the
 PNGs of :func:`vaeflows.infer.train_vae`); a table of the results is printed at the end. On the
-embedded ``digits`` set (no files needed), all eight posteriors, 20 epochs each, take about 5
+embedded ``digits`` set (no files needed), all eight posteriors, 20 epochs each, take about 2
 minutes on 2 CPU cores:
 
     python examples/vae_flows.py --dataset digits --epochs 20 --out runs/vae-flows
