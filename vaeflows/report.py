@@ -7,6 +7,7 @@ skipped with one line saying so.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -27,10 +28,13 @@ def image_grid(images: torch.Tensor, columns: int, pad: int = 1) -> torch.Tensor
 
 
 def _pyplot():
+    """pyplot, or None without matplotlib. Agg (no windows) unless pyplot is already in use: switching
+    the backend of a caller that imported pyplot (a notebook's inline backend) would hide its figures."""
     try:
         import matplotlib
 
-        matplotlib.use("Agg")
+        if "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
