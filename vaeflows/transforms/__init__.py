@@ -34,9 +34,11 @@ from .base import (
     check_sizes,
 )
 from .householder import householder_family
+from .ffjord import AmortizedFFJORD, GlobalFFJORD
 from .iaf import AmortizedIAF, GlobalIAF
 from .planar import planar, planar_family
 from .radial import radial_family
+from .residual import AmortizedResidual, GlobalResidual
 from .sylvester import (
     orthogonalize,
     sylvester,
@@ -54,6 +56,10 @@ __all__ = [
     "GlobalFamilyFlow",
     "AmortizedIAF",
     "GlobalIAF",
+    "AmortizedResidual",
+    "GlobalResidual",
+    "AmortizedFFJORD",
+    "GlobalFFJORD",
     "FlowFamily",
     "FlowStack",
     "Hypernet",
@@ -103,6 +109,24 @@ def _iaf_factory(
     return AmortizedIAF(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias)
 
 
+def _residual_factory(
+    latent_dim: int, num_flows: int, context_dim: Optional[int] = None, **options
+) -> PosteriorFlow:
+    """Invertible residual steps ``z + g(z)``, estimated or exact log-det; see :mod:`.residual`."""
+    if context_dim is None:
+        return GlobalResidual(latent_dim, num_flows, **options)
+    return AmortizedResidual(latent_dim, num_flows, context_dim, **options)
+
+
+def _ffjord_factory(
+    latent_dim: int, num_flows: int, context_dim: Optional[int] = None, **options
+) -> PosteriorFlow:
+    """Continuous normalizing flow steps (needs torchdiffeq); see :mod:`.ffjord`."""
+    if context_dim is None:
+        return GlobalFFJORD(latent_dim, num_flows, **options)
+    return AmortizedFFJORD(latent_dim, num_flows, context_dim, **options)
+
+
 #: Flow name -> ``factory(latent_dim, num_flows, context_dim=None, **options)``.
 POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
     "planar": _family_factory(planar_family),
@@ -112,6 +136,8 @@ POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
     "sylvester-householder": _family_factory(sylvester_householder_family),
     "sylvester-triangular": _family_factory(sylvester_triangular_family),
     "householder": _family_factory(householder_family),
+    "residual": _residual_factory,
+    "ffjord": _ffjord_factory,
 }
 
 
@@ -133,7 +159,12 @@ def posterior_flow(
         **options: ``hypernet_dims`` (hidden widths of the amortizing hypernetwork, default one
             linear map); ``num_ortho_vecs`` (O-SNF's ``M``); ``num_householder`` (H-SNF's ``H``,
             reflections per Householder-flow step); for ``iaf``: ``hidden_dims``, ``reverse_order``,
-            ``sigmoid_bias``.
+            ``sigmoid_bias``; for ``residual``: ``hidden_dims``, ``coeff``, ``ladj``
+            (``"exact"``, ``"hutchinson"``, ``"roulette"``), ``eval_ladj``, ``n_terms``, ... (see
+            :class:`AmortizedResidual`); for ``ffjord``: ``hidden_dims``, ``trace`` (``"exact"``,
+            ``"hutchinson"``), ``eval_trace``, ``rtol``, ``atol``, ``method``, ``adjoint``,
+            ``time_length`` (see :class:`AmortizedFFJORD`). ``flow.log_det_kind`` says whether the
+            log-det is exact, exact up to an ODE tolerance, or estimated.
 
     Returns:
         An :class:`AmortizedFlow` (``ConditionalTransformModule``) when ``context_dim`` is given,
