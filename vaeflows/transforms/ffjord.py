@@ -135,7 +135,7 @@ class _Augmented(nn.Module):
         z = state[0]
         grad_on = torch.is_grad_enabled()
         with torch.enable_grad():
-            if not z.requires_grad:
+            if not (grad_on and z.requires_grad):  # no graph to keep (e.g. the adjoint's forward)
                 z = z.detach().requires_grad_(True)
             dz = self.net(t, z, self.context)
             if self.trace == "exact":

@@ -96,8 +96,9 @@ class LipschitzLinear(nn.Module):
 
     * ``spectral="power"``: power iteration on registered buffers ``u``, ``v`` (Miyato et al.
       2018), warm-started, run in training mode until the estimate changes by less than ``tol``
-      (relative) or ``n_power_iterations`` times (``init_iterations`` on the first call); in eval
-      mode the stored vectors are used as they are, so the map is deterministic. The estimate
+      (relative) or ``n_power_iterations`` times (``init_iterations`` on the first call), once
+      per change of the weight (an optimizer step, a load): between two changes, and in eval
+      mode, the map is deterministic, so a step's forward pass and its inverse agree. The estimate
       ``u^T W v`` is a lower bound of ``sigma``: at convergence it equals it.
     * ``spectral="exact"``: ``torch.linalg.matrix_norm(W, 2)`` (an SVD per call): an exact bound
       and a deterministic map, for small layers and tests.
@@ -138,6 +139,7 @@ class LipschitzLinear(nn.Module):
         self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
         self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
         self.register_buffer("initialized", torch.tensor(False))
+        self._seen: Optional[Tuple[int, int]] = None  # the weight (storage, version) last iterated on
 
     @torch.no_grad()
     def _power_iterate(self, weight: Tensor, iterations: int) -> None:
@@ -158,11 +160,13 @@ class LipschitzLinear(nn.Module):
         weight = self.weight
         if self.spectral == "exact":
             return torch.linalg.matrix_norm(weight, ord=2)
+        version = (weight.data_ptr(), weight._version)
         if not bool(self.initialized):
             self._power_iterate(weight.detach(), self.init_iterations)
             self.initialized.fill_(True)
-        elif self.training:
+        elif self.training and version != self._seen:
             self._power_iterate(weight.detach(), self.n_power_iterations)
+        self._seen = version
         u, v = self.u.clone().to(weight), self.v.clone().to(weight)
         return torch.dot(u, weight @ v)
 
@@ -216,13 +220,28 @@ class ResidualNet(nn.Module):
         self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden_dims)
         self.context = None if context_dim is None else nn.Linear(context_dim, hidden_dims[0], bias=False)
 
-    def forward(self, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        x = self.layers[0](z)
+    def weights(self) -> List[Tensor]:
+        """The normalized weights (in training mode, one power-iteration update per layer)."""
+        return [layer.normalized_weight() for layer in self.layers]
+
+    def apply(self, weights: Sequence[Tensor], z: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        """``g(z, h)`` with the given normalized weights."""
+        x = F.linear(z, weights[0], self.layers[0].bias)
         if self.context is not None:
             x = x + self.context(context)
-        for activation, layer in zip(self.activations, self.layers[1:]):
-            x = layer(activation(x))
+        for activation, weight, layer in zip(self.activations, weights[1:], self.layers[1:]):
+            x = F.linear(activation(x), weight, layer.bias)
         return x
+
+    def forward(self, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        return self.apply(self.weights(), z, context)
+
+    def frozen(self, context: Optional[Tensor] = None) -> Callable[[Tensor], Tensor]:
+        """``z -> g(z, context)`` with the normalized weights taken once, now: the map a flow step
+        uses for its forward pass, log-det and fixed-point inverse alike (the power iteration
+        runs once per step, not once per fixed-point iteration, and cannot change the map
+        between its forward pass and its inverse)."""
+        return partial(self.apply, self.weights(), context=context)
 
     def lipschitz_bound(self) -> float:
         """``prod_i ||W_sn,i||_2`` computed exactly (SVD): an upper bound of ``Lip_z(g)``."""
@@ -291,7 +310,7 @@ def residual_step(
     """
     grad_on = torch.is_grad_enabled()
     with torch.enable_grad():
-        z_in = z if z.requires_grad else z.detach().requires_grad_(True)
+        z_in = z if (grad_on and z.requires_grad) else z.detach().requires_grad_(True)
         gz = g(z_in)
         ladj = residual_ladj(gz, z_in, mode, create_graph=grad_on, **ladj_options)
     out = z + gz
@@ -400,7 +419,7 @@ class _ResidualFlow:
     def _steps(self, context: Optional[Tensor]) -> List[Transform]:
         mode = self.ladj if self.training else self.eval_ladj
         return [
-            ResidualStep(partial(net, context=context), mode, self.ladj_options, self.inverse_options)
+            ResidualStep(net.frozen(context), mode, self.ladj_options, self.inverse_options)
             for net in self.nets
         ]
 
