@@ -59,7 +59,8 @@ class ResidualBlock(Bijection):
         ladj: log-det mode in training (``"exact"``, ``"hutchinson"``, ``"roulette"``).
         eval_ladj: log-det mode in eval mode (default: exact for ``D <= 16``, else ``ladj``).
         ladj_options: ``n_terms``, ``n_exact_terms``, ``geometric_p``.
-        inverse_options: ``tol``, ``max_iter``.
+        inverse_options: ``tol``, ``max_iter``, ``grad`` (``"implicit"``: exact gradients of
+            the sampling direction, ``D`` backward passes; ``"one-step"``: cheap, approximate).
         **net_options: ``coeff``, ``activation``, ``spectral``, ``n_power_iterations`` of
             :class:`~vaeflows.transforms.residual.ResidualNet`.
     """

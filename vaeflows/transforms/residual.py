@@ -8,8 +8,9 @@ vaeflows' posteriors).
 
 * **Inverse**: the fixed-point iteration ``x <- z' - g(x)`` (Banach: it converges geometrically
   at rate ``Lip(g)``), run without gradient tracking until successive iterates differ by less than
-  ``tol`` (default ``1e-13`` in float64, ``1e-6`` in float32), then one last step with gradients,
-  so gradients of the inverse are those of one step, not the implicit ones.
+  ``tol`` (default ``1e-13`` in float64, ``1e-6`` in float32); with gradients enabled, one Newton
+  step at the solution gives it the exact (implicit) gradients (``inverse_grad="implicit"``,
+  ``D`` backward passes) or one more iteration cheap approximate ones (``"one-step"``).
 * **Log-determinant** ``log|det(I + J_g)| = sum_{k>=1} (-1)^(k+1) tr(J_g^k) / k`` (the series
   converges since ``||J_g||_2 < 1``), one of (``ladj=``):
 
@@ -320,18 +321,33 @@ def residual_step(
 
 
 def fixed_point_inverse(
-    g: Callable[[Tensor], Tensor], y: Tensor, tol: Optional[float] = None, max_iter: int = 1000
+    g: Callable[[Tensor], Tensor],
+    y: Tensor,
+    tol: Optional[float] = None,
+    max_iter: int = 1000,
+    grad: str = "implicit",
 ) -> Tensor:
     """Solve ``x + g(x) = y`` by ``x <- y - g(x)`` (from ``x = y``) until ``max|dx| <= tol``.
 
-    The iterations run without gradients; one last step carries them (gradients of one step,
-    not the implicit ones). Default ``tol``: ``1e-13`` in float64, ``1e-6`` otherwise. Warns if
-    ``max_iter`` steps do not reach ``tol`` (``Lip(g)`` close to 1).
+    The iterations run without gradients. With gradients enabled, ``grad`` says which ones the
+    result carries:
+
+    * ``"implicit"`` (default): those of the true inverse, ``dx/dy = (I + J_g(x))^-1`` and
+      ``dx/dtheta = -(I + J_g)^-1 dg/dtheta``, from one Newton step
+      ``x - (I + J_g(x))^-1 (x + g(x) - y)`` at the solution ``x`` (its value is ``x``): ``D``
+      backward passes and a ``D x D`` solve per point;
+    * ``"one-step"``: those of one more iteration ``y - g(x)`` (``dx/dy = I``): cheap, not exact.
+
+    Default ``tol``: ``1e-13`` in float64, ``1e-6`` otherwise. Warns if ``max_iter`` steps do not
+    reach ``tol`` (``Lip(g)`` close to 1).
     """
+    if grad not in ("implicit", "one-step"):
+        raise ValueError(f"grad must be 'implicit' or 'one-step', got {grad!r}")
     if tol is None:
         tol = 1e-13 if y.dtype == torch.float64 else 1e-6
     with torch.no_grad():
         x = y.clone()
+        change = float("inf")
         for _ in range(max_iter):
             x_next = y - g(x)
             change = float((x_next - x).abs().max()) if x.numel() else 0.0
@@ -343,7 +359,16 @@ def fixed_point_inverse(
                 f"the residual flow's fixed-point inverse did not reach tol={tol:g} in {max_iter} "
                 f"iterations (last change {change:.3g}); is Lip(g) close to 1?"
             )
-    return y - g(x)
+    if not torch.is_grad_enabled():
+        return x
+    if grad == "one-step":
+        return y - g(x)
+    x_star = x.detach().requires_grad_(True)
+    gx = g(x_star)
+    jac = exact_jacobian(gx, x_star, create_graph=True)
+    eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
+    newton = torch.linalg.solve(eye + jac, (x_star + gx - y).unsqueeze(-1)).squeeze(-1)
+    return x - newton
 
 
 class ResidualStep(FunctionStep):
@@ -356,7 +381,7 @@ class ResidualStep(FunctionStep):
         g: the contractive map, ``(..., D) -> (..., D)``.
         mode: a log-det mode of :data:`LADJ_MODES`.
         ladj_options: ``n_terms``, ``n_exact_terms``, ``geometric_p``.
-        inverse_options: ``tol``, ``max_iter`` of :func:`fixed_point_inverse`.
+        inverse_options: ``tol``, ``max_iter``, ``grad`` of :func:`fixed_point_inverse`.
     """
 
     def __init__(
@@ -395,6 +420,7 @@ class _ResidualFlow:
         geometric_p: float,
         inverse_tol: Optional[float],
         inverse_max_iter: int,
+        inverse_grad: str,
     ) -> None:
         for label, mode in (("ladj", ladj), ("eval_ladj", eval_ladj or ladj)):
             if mode not in LADJ_MODES:
@@ -408,7 +434,7 @@ class _ResidualFlow:
         self.ladj = ladj
         self.eval_ladj = eval_ladj or ladj
         self.ladj_options = {"n_terms": n_terms, "n_exact_terms": n_exact_terms, "geometric_p": geometric_p}
-        self.inverse_options = {"tol": inverse_tol, "max_iter": inverse_max_iter}
+        self.inverse_options = {"tol": inverse_tol, "max_iter": inverse_max_iter, "grad": inverse_grad}
 
     @property
     def log_det_kind(self) -> str:
@@ -440,12 +466,14 @@ _RESIDUAL_ARGS = """
         geometric_p: ``p`` of roulette's geometric number of extra terms.
         inverse_tol: fixed-point tolerance (default by dtype).
         inverse_max_iter: most fixed-point iterations.
+        inverse_grad: gradients of the inverse, ``"implicit"`` (exact, default) or ``"one-step"``
+            (see :func:`fixed_point_inverse`).
 """
 
 _DEFAULTS = dict(
     hidden_dims=(64, 64), coeff=0.9, activation="lipswish", spectral="power", n_power_iterations=5,
     ladj="roulette", eval_ladj=None, n_terms=8, n_exact_terms=2, geometric_p=0.5, inverse_tol=None,
-    inverse_max_iter=1000,
+    inverse_max_iter=1000, inverse_grad="implicit",
 )
 
 
