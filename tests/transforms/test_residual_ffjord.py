@@ -141,6 +141,10 @@ def test_residual_bad_options():
         posterior_flow("residual", 3, 2, coeff=1.0)
     with pytest.raises(ValueError, match="unknown ladj"):
         posterior_flow("residual", 3, 2, ladj="neumann")
+    with pytest.raises(ValueError, match="unknown option.*hiden_dims.*known: hidden_dims"):
+        posterior_flow("residual", 3, 2, hiden_dims=(4,))
+    with pytest.raises(ValueError, match="unknown trace"):
+        posterior_flow("ffjord", 3, 1, trace="approx")
     with pytest.raises(ValueError, match="unknown log-det mode"):
         residual_ladj(torch.zeros(1, 2), torch.zeros(1, 2), "series")
 

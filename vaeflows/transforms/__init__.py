@@ -109,22 +109,16 @@ def _iaf_factory(
     return AmortizedIAF(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias)
 
 
-def _residual_factory(
-    latent_dim: int, num_flows: int, context_dim: Optional[int] = None, **options
-) -> PosteriorFlow:
-    """Invertible residual steps ``z + g(z)``, estimated or exact log-det; see :mod:`.residual`."""
-    if context_dim is None:
-        return GlobalResidual(latent_dim, num_flows, **options)
-    return AmortizedResidual(latent_dim, num_flows, context_dim, **options)
+def _forms_factory(amortized: type, global_: type, doc: str) -> Callable[..., PosteriorFlow]:
+    """A registry factory choosing between an amortized and a global class by ``context_dim``."""
 
+    def factory(latent_dim: int, num_flows: int, context_dim: Optional[int] = None, **options) -> PosteriorFlow:
+        if context_dim is None:
+            return global_(latent_dim, num_flows, **options)
+        return amortized(latent_dim, num_flows, context_dim, **options)
 
-def _ffjord_factory(
-    latent_dim: int, num_flows: int, context_dim: Optional[int] = None, **options
-) -> PosteriorFlow:
-    """Continuous normalizing flow steps (needs torchdiffeq); see :mod:`.ffjord`."""
-    if context_dim is None:
-        return GlobalFFJORD(latent_dim, num_flows, **options)
-    return AmortizedFFJORD(latent_dim, num_flows, context_dim, **options)
+    factory.__doc__ = doc
+    return factory
 
 
 #: Flow name -> ``factory(latent_dim, num_flows, context_dim=None, **options)``.
@@ -136,8 +130,13 @@ POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
     "sylvester-householder": _family_factory(sylvester_householder_family),
     "sylvester-triangular": _family_factory(sylvester_triangular_family),
     "householder": _family_factory(householder_family),
-    "residual": _residual_factory,
-    "ffjord": _ffjord_factory,
+    "residual": _forms_factory(
+        AmortizedResidual, GlobalResidual,
+        "Invertible residual steps ``z + g(z)``, estimated or exact log-det; see :mod:`.residual`.",
+    ),
+    "ffjord": _forms_factory(
+        AmortizedFFJORD, GlobalFFJORD, "Continuous normalizing flow steps (needs torchdiffeq); see :mod:`.ffjord`."
+    ),
 }
 
 

@@ -282,6 +282,13 @@ _DEFAULTS = dict(
 )
 
 
+def _with_defaults(options: dict) -> dict:
+    unknown = sorted(set(options) - set(_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_DEFAULTS)}")
+    return {**_DEFAULTS, **options}
+
+
 class AmortizedFFJORD(_FFJORDFlow, AmortizedFlow):
     __doc__ = (
         """FFJORD posterior whose vector field takes the context (encoder features) at every layer.
@@ -294,13 +301,14 @@ class AmortizedFFJORD(_FFJORDFlow, AmortizedFlow):
     Example:
         >>> flow = AmortizedFFJORD(latent_dim=2, num_flows=1, context_dim=3, hidden_dims=(8,))
         >>> stack = flow.condition(torch.randn(4, 3))
-        >>> z = stack(torch.randn(4, 2)); stack.log_abs_det_jacobian(None, z).shape  # doctest: +SKIP
+        >>> z0 = torch.randn(4, 2); z = stack(z0); stack.log_abs_det_jacobian(z0, z).shape
+        torch.Size([4])
     """
     )
 
     def __init__(self, latent_dim: int, num_flows: int, context_dim: int, **options) -> None:
         super().__init__("ffjord", latent_dim, num_flows, context_dim, invertible=True)
-        self._setup(latent_dim, num_flows, context_dim, **{**_DEFAULTS, **options})
+        self._setup(latent_dim, num_flows, context_dim, **_with_defaults(options))
 
     def steps(self, context: Tensor) -> List[Transform]:
         return self._steps(context)
@@ -315,7 +323,7 @@ class GlobalFFJORD(_FFJORDFlow, GlobalFlow):
 
     def __init__(self, latent_dim: int, num_flows: int, **options) -> None:
         super().__init__("ffjord", latent_dim, num_flows, invertible=True)
-        self._setup(latent_dim, num_flows, None, **{**_DEFAULTS, **options})
+        self._setup(latent_dim, num_flows, None, **_with_defaults(options))
 
     def steps(self) -> List[Transform]:
         return self._steps(None)

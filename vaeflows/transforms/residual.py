@@ -477,6 +477,13 @@ _DEFAULTS = dict(
 )
 
 
+def _with_defaults(options: dict) -> dict:
+    unknown = sorted(set(options) - set(_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_DEFAULTS)}")
+    return {**_DEFAULTS, **options}
+
+
 class AmortizedResidual(_ResidualFlow, AmortizedFlow):
     __doc__ = (
         """Residual flow whose ``g`` takes the context as a bias of its first layer.
@@ -489,13 +496,14 @@ class AmortizedResidual(_ResidualFlow, AmortizedFlow):
     Example:
         >>> flow = AmortizedResidual(latent_dim=3, num_flows=2, context_dim=5, hidden_dims=(16,))
         >>> stack = flow.condition(torch.randn(4, 5))
-        >>> z = stack(torch.randn(4, 3)); stack.log_abs_det_jacobian(None, z).shape  # doctest: +SKIP
+        >>> z0 = torch.randn(4, 3); z = stack(z0); stack.log_abs_det_jacobian(z0, z).shape
+        torch.Size([4])
     """
     )
 
     def __init__(self, latent_dim: int, num_flows: int, context_dim: int, **options) -> None:
         super().__init__("residual", latent_dim, num_flows, context_dim, invertible=True)
-        self._setup(latent_dim, num_flows, context_dim, **{**_DEFAULTS, **options})
+        self._setup(latent_dim, num_flows, context_dim, **_with_defaults(options))
 
     def steps(self, context: Tensor) -> List[Transform]:
         return self._steps(context)
@@ -510,7 +518,7 @@ class GlobalResidual(_ResidualFlow, GlobalFlow):
 
     def __init__(self, latent_dim: int, num_flows: int, **options) -> None:
         super().__init__("residual", latent_dim, num_flows, invertible=True)
-        self._setup(latent_dim, num_flows, None, **{**_DEFAULTS, **options})
+        self._setup(latent_dim, num_flows, None, **_with_defaults(options))
 
     def steps(self) -> List[Transform]:
         return self._steps(None)
