@@ -21,8 +21,22 @@ SHAPES = {"vector": (3,), "image": (2, 4, 4)}
 CONTEXT_DIM = 3
 
 
-def options(name, shape):
-    small = {"num_steps": 2, "hidden": 8}
+#: The residual and FFJORD flows estimate their log-dets by default; here they run in exact
+#: modes (residual: full-Jacobian log-det, SVD spectral norms; FFJORD: exact trace, dopri5 at
+#: rtol = atol = 1e-9), and their checks use the tolerances of ``ATOL`` (the ODE solution map is
+#: exact up to the solver's tolerance). Their estimators are tested in
+#: tests/transforms/test_residual_ffjord.py.
+EXACT_MODES = {
+    "residual": {"ladj": "exact", "eval_ladj": "exact", "spectral": "exact"},
+    "ffjord": {"num_steps": 1, "trace": "exact", "eval_trace": "exact", "rtol": 1e-9, "atol": 1e-9},
+}
+#: (round trip, log-det) absolute tolerances: exact flows 1e-10 / 1e-8 (1e-9 between the two
+#: directions' log-dets), FFJORD 1e-6.
+ATOL = {"ffjord": (1e-6, 1e-6, 1e-6)}
+
+
+def options(name, shape, **overrides):
+    small = {"num_steps": 2, "hidden": 8, **EXACT_MODES.get(name, {}), **overrides}
     if name == "maf":
         small["hidden"] = max(8, torch.Size(shape).numel())
     if name in ("realnvp", "glow") and len(shape) == 3:
@@ -30,11 +44,13 @@ def options(name, shape):
     return small
 
 
-def make_model(name, shape, conditional=False, seed=0, perturb=None):
+def make_model(name, shape, conditional=False, seed=0, perturb=None, **overrides):
     torch.manual_seed(seed)
     if perturb is None:
         perturb = 0.3 if len(shape) == 1 else 0.1
-    model = density_flow(name, shape, context_dim=CONTEXT_DIM if conditional else None, **options(name, shape))
+    model = density_flow(
+        name, shape, context_dim=CONTEXT_DIM if conditional else None, **options(name, shape, **overrides)
+    )
     model = model.double()
     model.log_prob(data(shape, 16, seed), context(16) if conditional else None)  # ActNorm's init
     with torch.no_grad():
@@ -54,10 +70,15 @@ def context(n):
 
 
 def jacobians(fn, z, event_ndim):
-    """``(N, D, D)`` Jacobians of ``fn`` applied per sample to ``z`` of shape ``(N, *event)``."""
+    """``(N, D, D)`` Jacobians of ``fn`` applied per sample to ``z`` of shape ``(N, *event)``.
+
+    Row ``i`` of every sample's Jacobian is the gradient of ``sum(fn(z)[:, i])``: ``D`` backward
+    passes rather than ``N * D`` (every sample's output depends on its own input only)."""
     n, d = z.shape[0], z[0].numel()
-    jac = torch.autograd.functional.jacobian(lambda v: fn(v).reshape(n, -1), z).reshape(n, d, n, d)
-    return jac[torch.arange(n), :, torch.arange(n), :]
+    z = z.detach().requires_grad_(True)
+    y = fn(z).reshape(n, d)
+    rows = [torch.autograd.grad(y[:, i].sum(), z, retain_graph=True)[0].reshape(n, d) for i in range(d)]
+    return torch.stack(rows, dim=1)
 
 
 cases = pytest.mark.parametrize("name", NAMES)
@@ -69,18 +90,22 @@ conditional = pytest.mark.parametrize("conditional", [False, True], ids=["plain"
 @kinds
 @conditional
 def test_log_det_matches_autograd_and_inverse_round_trips(name, kind, conditional):
+    if name == "ffjord" and kind == "image":
+        pytest.skip("ffjord on images is its vector flow on the flattened pixels (Flatten is checked with "
+                    "nice, maf, residual); its exact trace in 32-D at rtol 1e-9 would cost ~15 s here")
     shape = SHAPES[kind]
     model = make_model(name, shape, conditional)
     ctx = context(3) if conditional else None
     x = data(shape, 3)
+    round_trip, between, log_det = ATOL.get(name, (1e-10, 1e-9, 1e-8))
     z, ladj = model.flow.inverse_and_ladj(x, ctx)
     x_back, ladj_forward = model.flow.forward_and_ladj(z, ctx)
-    torch.testing.assert_close(x_back, x, rtol=0, atol=1e-10)
-    torch.testing.assert_close(ladj_forward, ladj, rtol=0, atol=1e-9)
+    torch.testing.assert_close(x_back, x, rtol=0, atol=round_trip)
+    torch.testing.assert_close(ladj_forward, ladj, rtol=0, atol=between)
     expected = torch.linalg.slogdet(jacobians(lambda v: model.flow.forward_and_ladj(v, ctx)[0], z, len(shape)))
-    torch.testing.assert_close(ladj, expected.logabsdet, rtol=0, atol=1e-8)
+    torch.testing.assert_close(ladj, expected.logabsdet, rtol=0, atol=log_det)
     noise = torch.randn(3, *model.noise_shape, dtype=torch.float64)
-    torch.testing.assert_close(model.flow.inverse_and_ladj(model.flow.forward_and_ladj(noise, ctx)[0], ctx)[0], noise, rtol=0, atol=1e-9)
+    torch.testing.assert_close(model.flow.inverse_and_ladj(model.flow.forward_and_ladj(noise, ctx)[0], ctx)[0], noise, rtol=0, atol=max(round_trip, 1e-9))
     torch.testing.assert_close(model.log_prob(x, ctx), model.base_log_prob(z) - ladj)
 
 
@@ -124,7 +149,8 @@ def test_pyro_transformed_distribution_agrees(name):
 
 @cases
 def test_two_d_density_integrates_to_one(name):
-    model = make_model(name, (2,), perturb=0.2)
+    loose = {"rtol": 1e-5, "atol": 1e-5} if name == "ffjord" else {}  # 361,201 points: a cheaper solve
+    model = make_model(name, (2,), perturb=0.2, **loose)
     axis = torch.linspace(-12, 12, 601, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Density estimation with normalizing flows: NICE, RealNVP, MAF and Glow, dequantization, energies.
+"""Density estimation with normalizing flows: NICE, RealNVP, MAF, Glow, residual flows and FFJORD,
+dequantization, energies.
 
 Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``)
 and scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``.
@@ -22,7 +23,8 @@ from .dequantization import (
     dequantized_log_likelihood,
 )
 from .energy import EnergyFit, fit_energy, log_partition_on_box
-from .flows import DENSITY_FLOWS, FlowDensity, density_flow, glow, maf, nice, realnvp
+from .flows import DENSITY_FLOWS, FlowDensity, density_flow, ffjord, glow, maf, nice, realnvp, residual
+from .freeform import CNFBlock, ResidualBlock
 from .layers import (
     ActNorm,
     Bijection,
@@ -47,6 +49,10 @@ __all__ = [
     "realnvp",
     "maf",
     "glow",
+    "residual",
+    "ffjord",
+    "ResidualBlock",
+    "CNFBlock",
     "Bijection",
     "FlowSequence",
     "Coupling",

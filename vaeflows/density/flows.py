@@ -43,6 +43,7 @@ from .layers import (
     channel_mask,
     checkerboard_mask,
 )
+from .freeform import CNFBlock, ResidualBlock
 from .nets import CouplingCNN, CouplingMLP
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "realnvp",
     "maf",
     "glow",
+    "residual",
+    "ffjord",
     "standard_normal_log_prob",
 ]
 
@@ -368,12 +371,84 @@ def glow(
     return FlowDensity(level(shape, levels), shape, context_dim=context_dim, name="glow")
 
 
+def residual(
+    event_shape: Sequence[int],
+    num_steps: int = 4,
+    hidden: int = 64,
+    context_dim: Optional[int] = None,
+    ladj: str = "roulette",
+    eval_ladj: Optional[str] = None,
+    **options,
+) -> FlowDensity:
+    """Invertible residual flow (i-ResNet / Residual Flows): ``num_steps`` blocks ``z = x + g(x)``.
+
+    Direction: noise to data (the fixed-point inverse of the residual maps); ``log_prob`` is
+    explicit. Each ``g`` has two hidden layers of ``hidden`` LipSwish units, spectral norm
+    ``<= 0.9`` per layer; images are flattened. See :class:`~.freeform.ResidualBlock`.
+
+    Args:
+        event_shape: ``(D,)`` or ``(C, H, W)`` (flattened).
+        num_steps: residual blocks.
+        hidden: width of each ``g``.
+        context_dim: context size for a conditional model (a first-layer bias of ``g``).
+        ladj: log-det in training: ``"roulette"`` (unbiased, default), ``"hutchinson"``, ``"exact"``.
+        eval_ladj: log-det in eval mode (default exact for ``D <= 16``).
+        **options: ``coeff``, ``activation``, ``spectral``, ``n_power_iterations``,
+            ``ladj_options``, ``inverse_options`` of the blocks.
+    """
+
+    def layers(dim: int) -> List[Bijection]:
+        return [
+            ResidualBlock(dim, (hidden, hidden), context_dim, ladj, eval_ladj, **options)
+            for _ in range(num_steps)
+        ]
+
+    return _vector_model("residual", event_shape, layers, context_dim)
+
+
+def ffjord(
+    event_shape: Sequence[int],
+    num_steps: int = 1,
+    hidden: int = 64,
+    context_dim: Optional[int] = None,
+    trace: str = "hutchinson",
+    eval_trace: Optional[str] = None,
+    **options,
+) -> FlowDensity:
+    """FFJORD: ``num_steps`` continuous normalizing flow blocks, each ``dz/dt = f(z, t)`` on ``[0, T]``.
+
+    Direction: noise to data. Each ``f`` has two hidden layers of ``hidden`` tanh units taking
+    ``[z, t]`` (and the context) at every layer; dopri5, ``rtol = atol = 1e-5`` by default;
+    images are flattened. Needs torchdiffeq (``pip install 'vaeflows[cnf]'``). See
+    :class:`~.freeform.CNFBlock`.
+
+    Args:
+        event_shape: ``(D,)`` or ``(C, H, W)`` (flattened).
+        num_steps: CNF blocks (FFJORD's 2-D experiments: 1).
+        hidden: width of each ``f``.
+        context_dim: context size for a conditional model.
+        trace: ``"hutchinson"`` (default) or ``"exact"`` in training.
+        eval_trace: the trace in eval mode (default exact for ``D <= 16``).
+        **options: ``activation``, ``time_length``, ``method``, ``rtol``, ``atol``, ``adjoint``,
+            ``solver_options`` of the blocks.
+    """
+
+    def layers(dim: int) -> List[Bijection]:
+        return [
+            CNFBlock(dim, (hidden, hidden), context_dim, trace, eval_trace, **options) for _ in range(num_steps)
+        ]
+
+    return _vector_model("ffjord", event_shape, layers, context_dim)
+
+
 #: Flow name -> builder ``(event_shape, num_steps=, hidden=, [num_levels=,] context_dim=)``.
 DENSITY_FLOWS: Dict[str, Callable[..., FlowDensity]] = {
     "nice": nice,
     "realnvp": realnvp,
     "maf": maf,
     "glow": glow,
+    "residual": residual,
+    "ffjord": ffjord,
 }
 
 

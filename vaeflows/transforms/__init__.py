@@ -34,9 +34,11 @@ from .base import (
     check_sizes,
 )
 from .householder import householder_family
+from .ffjord import AmortizedFFJORD, GlobalFFJORD
 from .iaf import AmortizedIAF, GlobalIAF
 from .planar import planar, planar_family
 from .radial import radial_family
+from .residual import AmortizedResidual, GlobalResidual
 from .sylvester import (
     orthogonalize,
     sylvester,
@@ -54,6 +56,10 @@ __all__ = [
     "GlobalFamilyFlow",
     "AmortizedIAF",
     "GlobalIAF",
+    "AmortizedResidual",
+    "GlobalResidual",
+    "AmortizedFFJORD",
+    "GlobalFFJORD",
     "FlowFamily",
     "FlowStack",
     "Hypernet",
@@ -103,6 +109,18 @@ def _iaf_factory(
     return AmortizedIAF(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias)
 
 
+def _forms_factory(amortized: type, global_: type, doc: str) -> Callable[..., PosteriorFlow]:
+    """A registry factory choosing between an amortized and a global class by ``context_dim``."""
+
+    def factory(latent_dim: int, num_flows: int, context_dim: Optional[int] = None, **options) -> PosteriorFlow:
+        if context_dim is None:
+            return global_(latent_dim, num_flows, **options)
+        return amortized(latent_dim, num_flows, context_dim, **options)
+
+    factory.__doc__ = doc
+    return factory
+
+
 #: Flow name -> ``factory(latent_dim, num_flows, context_dim=None, **options)``.
 POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
     "planar": _family_factory(planar_family),
@@ -112,6 +130,13 @@ POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
     "sylvester-householder": _family_factory(sylvester_householder_family),
     "sylvester-triangular": _family_factory(sylvester_triangular_family),
     "householder": _family_factory(householder_family),
+    "residual": _forms_factory(
+        AmortizedResidual, GlobalResidual,
+        "Invertible residual steps ``z + g(z)``, estimated or exact log-det; see :mod:`.residual`.",
+    ),
+    "ffjord": _forms_factory(
+        AmortizedFFJORD, GlobalFFJORD, "Continuous normalizing flow steps (needs torchdiffeq); see :mod:`.ffjord`."
+    ),
 }
 
 
@@ -133,7 +158,12 @@ def posterior_flow(
         **options: ``hypernet_dims`` (hidden widths of the amortizing hypernetwork, default one
             linear map); ``num_ortho_vecs`` (O-SNF's ``M``); ``num_householder`` (H-SNF's ``H``,
             reflections per Householder-flow step); for ``iaf``: ``hidden_dims``, ``reverse_order``,
-            ``sigmoid_bias``.
+            ``sigmoid_bias``; for ``residual``: ``hidden_dims``, ``coeff``, ``ladj``
+            (``"exact"``, ``"hutchinson"``, ``"roulette"``), ``eval_ladj``, ``n_terms``, ... (see
+            :class:`AmortizedResidual`); for ``ffjord``: ``hidden_dims``, ``trace`` (``"exact"``,
+            ``"hutchinson"``), ``eval_trace``, ``rtol``, ``atol``, ``method``, ``adjoint``,
+            ``time_length`` (see :class:`AmortizedFFJORD`). ``flow.log_det_kind`` says whether the
+            log-det is exact, exact up to an ODE tolerance, or estimated.
 
     Returns:
         An :class:`AmortizedFlow` (``ConditionalTransformModule``) when ``context_dim`` is given,

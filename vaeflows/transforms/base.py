@@ -74,6 +74,8 @@ class FunctionStep(Transform):
     """One flow step ``fn(z, *params) -> (z', log|det dz'/dz|)`` with given (batched) parameters.
 
     Direction: ``z -> z'``. No analytic inverse: scores only values it produced (cache of one).
+    Subclasses with an inverse set ``_cached_ladj = None`` in ``_inverse``; the log-det at the
+    recovered input is then recomputed by a forward pass.
     """
 
     domain = constraints.real_vector
@@ -98,6 +100,8 @@ class FunctionStep(Transform):
         x_old, y_old = self._cached_x_y
         if x is not x_old or y is not y_old:
             self(x)
+        elif self._cached_ladj is None:
+            self._call(x)
         return self._cached_ladj
 
 
@@ -208,6 +212,10 @@ def _stacked_shapes(family: FlowFamily, num_flows: int) -> Dict[str, Tuple[int, 
 class AmortizedFlow(ConditionalTransformModule, abc.ABC):
     """Base of the posterior flows whose parameters come from a context (the encoder's features).
 
+    ``log_det_kind`` says how the log-determinant is computed: ``"exact"`` (closed form or full
+    Jacobian), ``"ode"`` (exact trace integrated by an ODE solver: exact up to its tolerance) or
+    ``"stochastic"`` (an estimate, e.g. Hutchinson's; the residual and FFJORD flows' defaults).
+
     ``flow.condition(context)`` checks the context and returns a :class:`FlowStack` for a batch of
     contexts of shape ``(..., context_dim)``; the context broadcasts against the latent's leading
     dims (particles, batch). Direction: ``z_0 -> z_K``. Subclasses say how to build the steps.
@@ -225,6 +233,9 @@ class AmortizedFlow(ConditionalTransformModule, abc.ABC):
         self.num_flows = num_flows
         self.context_dim = context_dim
         self.invertible = invertible
+
+    #: ``"exact"``, ``"ode"`` or ``"stochastic"`` (see the class docstring).
+    log_det_kind: str = "exact"
 
     @abc.abstractmethod
     def steps(self, context: torch.Tensor) -> List[Transform]:
@@ -252,8 +263,11 @@ class GlobalFlow(TransformModule, abc.ABC):
 
     Used like any Pyro ``TransformModule``: ``dist.TransformedDistribution(base, [flow])``.
     Direction: ``z_0 -> z_K``; ``log_abs_det_jacobian(z_0, z_K)`` sums over the ``K`` steps.
-    Subclasses say how to build the steps from the current parameters.
+    Subclasses say how to build the steps from the current parameters. ``log_det_kind`` as in
+    :class:`AmortizedFlow`.
     """
+
+    log_det_kind: str = "exact"
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
