@@ -44,3 +44,12 @@ def test_nll_throughput_runs(tmp_path):
             "--samples", "20", "--chunk-size", "10", "--batch-size", "2", "--loop-samples", "2", "--out", str(out)]
     assert nll.main(argv) == 0
     assert "points / s" in out.read_text()
+
+
+def test_epoch_throughput_runs(tmp_path):
+    out = tmp_path / "epoch.md"
+    epoch = _load("epoch_throughput")
+    argv = ["--data-dir", str(DATA), "--arch", "mlp", "--flow", "planar", "--latent-dim", "4", "--device", "cpu",
+            "--steps", "2", "--block", "1", "--matmul-size", "256", "--out", str(out)]
+    assert epoch.main(argv) == 0
+    assert "GFLOP" in out.read_text()
