@@ -209,4 +209,4 @@ class IndependentBernoulli(TorchDistribution):
         if logits.shape != value.shape:
             logits, value = torch.broadcast_tensors(logits, value)
         bce = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-        return -bce.flatten(-self._event_dim).sum(-1)
+        return -bce.sum(tuple(range(-self._event_dim, 0)))

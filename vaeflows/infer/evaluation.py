@@ -47,7 +47,7 @@ class _LogDensity(Messenger):
         super().__init__()
         self.replay = replay
         self.values: Dict[str, torch.Tensor] = {}
-        self.total: Union[torch.Tensor, float] = 0.0
+        self.total: Union[torch.Tensor, float] = 0.0  # a tensor once a site is scored
 
     def _pyro_sample(self, msg) -> None:
         if self.replay is not None and not msg["is_observed"] and msg["name"] in self.replay:
@@ -72,7 +72,7 @@ class _LogDensity(Messenger):
         log_p = log_p.sum()
         if is_validation_enabled():
             warn_if_nan(log_p, f"log_prob_sum at site {name!r}")
-        self.total = self.total + log_p
+        self.total = log_p if isinstance(self.total, float) else self.total + log_p
 
 
 def reparameterized_elbo(model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:

@@ -68,7 +68,7 @@ def vae_loss(
         beta = kl_beta(epoch, warmup)
         with pyro.validation_enabled(False):  # the data were checked once when loaded
             if objective == "elbo":
-                return -reparameterized_elbo(vae.model, vae.guide, batch, beta) / batch.shape[0]
+                return reparameterized_elbo(vae.model, vae.guide, batch, beta) * (-1.0 / batch.shape[0])
             log_w = log_importance_weights(
                 lambda x: vae.model(x, beta), lambda x: vae.guide(x, beta), batch, iwae_samples
             )
