@@ -36,6 +36,7 @@ __all__ = [
     "GlobalFamilyFlow",
     "NoInverseError",
     "check_sizes",
+    "with_defaults",
     "Params",
 ]
 
@@ -197,6 +198,14 @@ class Hypernet(nn.Module):
                 self.param_shapes.items(), flat.split(sizes, dim=-1)
             )
         }
+
+
+def with_defaults(options: dict, defaults: dict) -> dict:
+    """``defaults`` updated by ``options``; a ValueError naming unknown options and the known ones."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+    return {**defaults, **options}
 
 
 def check_sizes(latent_dim: int, num_flows: int) -> None:

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.distributions import Transform
 
-from .base import AmortizedFlow, FunctionStep, GlobalFlow
+from .base import AmortizedFlow, FunctionStep, GlobalFlow, with_defaults
 from .residual import exact_jacobian
 
 __all__ = [
@@ -282,13 +282,6 @@ _DEFAULTS = dict(
 )
 
 
-def _with_defaults(options: dict) -> dict:
-    unknown = sorted(set(options) - set(_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_DEFAULTS)}")
-    return {**_DEFAULTS, **options}
-
-
 class AmortizedFFJORD(_FFJORDFlow, AmortizedFlow):
     __doc__ = (
         """FFJORD posterior whose vector field takes the context (encoder features) at every layer.
@@ -308,7 +301,7 @@ class AmortizedFFJORD(_FFJORDFlow, AmortizedFlow):
 
     def __init__(self, latent_dim: int, num_flows: int, context_dim: int, **options) -> None:
         super().__init__("ffjord", latent_dim, num_flows, context_dim, invertible=True)
-        self._setup(latent_dim, num_flows, context_dim, **_with_defaults(options))
+        self._setup(latent_dim, num_flows, context_dim, **with_defaults(options, _DEFAULTS))
 
     def steps(self, context: Tensor) -> List[Transform]:
         return self._steps(context)
@@ -323,7 +316,7 @@ class GlobalFFJORD(_FFJORDFlow, GlobalFlow):
 
     def __init__(self, latent_dim: int, num_flows: int, **options) -> None:
         super().__init__("ffjord", latent_dim, num_flows, invertible=True)
-        self._setup(latent_dim, num_flows, None, **_with_defaults(options))
+        self._setup(latent_dim, num_flows, None, **with_defaults(options, _DEFAULTS))
 
     def steps(self) -> List[Transform]:
         return self._steps(None)

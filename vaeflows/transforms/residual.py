@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Transform
 
-from .base import AmortizedFlow, FunctionStep, GlobalFlow
+from .base import AmortizedFlow, FunctionStep, GlobalFlow, with_defaults
 
 __all__ = [
     "LADJ_MODES",
@@ -477,13 +477,6 @@ _DEFAULTS = dict(
 )
 
 
-def _with_defaults(options: dict) -> dict:
-    unknown = sorted(set(options) - set(_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_DEFAULTS)}")
-    return {**_DEFAULTS, **options}
-
-
 class AmortizedResidual(_ResidualFlow, AmortizedFlow):
     __doc__ = (
         """Residual flow whose ``g`` takes the context as a bias of its first layer.
@@ -503,7 +496,7 @@ class AmortizedResidual(_ResidualFlow, AmortizedFlow):
 
     def __init__(self, latent_dim: int, num_flows: int, context_dim: int, **options) -> None:
         super().__init__("residual", latent_dim, num_flows, context_dim, invertible=True)
-        self._setup(latent_dim, num_flows, context_dim, **_with_defaults(options))
+        self._setup(latent_dim, num_flows, context_dim, **with_defaults(options, _DEFAULTS))
 
     def steps(self, context: Tensor) -> List[Transform]:
         return self._steps(context)
@@ -518,7 +511,7 @@ class GlobalResidual(_ResidualFlow, GlobalFlow):
 
     def __init__(self, latent_dim: int, num_flows: int, **options) -> None:
         super().__init__("residual", latent_dim, num_flows, invertible=True)
-        self._setup(latent_dim, num_flows, None, **_with_defaults(options))
+        self._setup(latent_dim, num_flows, None, **with_defaults(options, _DEFAULTS))
 
     def steps(self) -> List[Transform]:
         return self._steps(None)
