@@ -26,6 +26,7 @@ from torch import nn
 from torch.distributions import Transform, constraints
 
 __all__ = [
+    "CachedLadjTransform",
     "FlowFamily",
     "FlowStack",
     "FunctionStep",
@@ -71,42 +72,54 @@ class FlowFamily:
         self.invertible = invertible
 
 
-class FunctionStep(Transform):
-    """One flow step ``fn(z, *params) -> (z', log|det dz'/dz|)`` with given (batched) parameters.
+class CachedLadjTransform(Transform):
+    """A vector transform whose ``_call`` also leaves ``log|det dz'/dz|`` in ``_cached_ladj``.
 
-    Direction: ``z -> z'``. No analytic inverse: scores only values it produced (cache of one).
-    Subclasses with an inverse set ``_cached_ladj = None`` in ``_inverse``; the log-det at the
-    recovered input is then recomputed by a forward pass.
+    ``log_abs_det_jacobian(x, y)`` returns it for the pair the one-entry cache holds and runs the
+    forward pass again for any other input. An ``_inverse`` sets ``_cached_ladj = None``: the
+    log-det at the recovered input then comes from a forward pass, on demand.
     """
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(
-        self,
-        fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]],
-        *params: torch.Tensor,
-    ) -> None:
+    def __init__(self) -> None:
         super().__init__(cache_size=1)
-        self.fn = fn
-        self.params = params
         self._cached_ladj: Optional[torch.Tensor] = None
-
-    def _call(self, z: torch.Tensor) -> torch.Tensor:
-        z_out, self._cached_ladj = self.fn(z, *self.params)
-        return z_out
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_old, y_old = self._cached_x_y
         if x is not x_old or y is not y_old:
-            self(x)
+            self(x)  # recompute (and re-cache) the pass from this input
         elif self._cached_ladj is None:
             self._call(x)
         return self._cached_ladj
 
 
-class FlowStack(Transform):
+class FunctionStep(CachedLadjTransform):
+    """One flow step ``fn(z, *params) -> (z', log|det dz'/dz|)`` with given (batched) parameters.
+
+    Direction: ``z -> z'``. No analytic inverse: scores only values it produced (cache of one).
+    Subclasses with an inverse set ``_cached_ladj = None`` in ``_inverse`` (see
+    :class:`CachedLadjTransform`).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]],
+        *params: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.fn = fn
+        self.params = params
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        z_out, self._cached_ladj = self.fn(z, *self.params)
+        return z_out
+
+
+class FlowStack(CachedLadjTransform):
     """``K`` flow steps applied in order: ``z_K = f_K(...f_1(z_0))``.
 
     Direction: base noise ``z_0`` to posterior sample ``z_K``. ``log_abs_det_jacobian(z_0, z_K)``
@@ -118,16 +131,11 @@ class FlowStack(Transform):
     sample site.
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
     def __init__(self, steps: Sequence[Transform], name: str, invertible: bool) -> None:
-        super().__init__(cache_size=1)
+        super().__init__()
         self.steps = list(steps)
         self.name = name
         self.invertible = invertible
-        self._cached_ladj: Optional[torch.Tensor] = None
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
         ladj = None
@@ -151,14 +159,6 @@ class FlowStack(Transform):
             z = step.inv(z)
         self._cached_ladj = None  # the forward pass at the recovered input computes it on demand
         return z
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_old, y_old = self._cached_x_y
-        if x is not x_old or y is not y_old:
-            self(x)  # recompute (and re-cache) the pass from this input
-        elif self._cached_ladj is None:
-            self._call(x)
-        return self._cached_ladj
 
 
 class Hypernet(nn.Module):

@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch import nn
-from torch.distributions import Transform, constraints
+from torch.distributions import Transform
 
-from .base import AmortizedFlow, GlobalFlow
+from .base import AmortizedFlow, CachedLadjTransform, GlobalFlow
 
 __all__ = ["IAFStep", "AmortizedIAF", "GlobalIAF"]
 
 
-class IAFStep(Transform):
+class IAFStep(CachedLadjTransform):
     """One gated IAF step ``z' = gate * z + (1 - gate) * m``, ``gate = sigmoid(s + sigmoid_bias)``.
 
     Args:
@@ -40,21 +40,16 @@ class IAFStep(Transform):
         sigmoid_bias: the gate's bias.
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
     def __init__(
         self,
         made: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]],
         permutation: torch.Tensor,
         sigmoid_bias: float,
     ) -> None:
-        super().__init__(cache_size=1)
+        super().__init__()
         self.made = made
         self.permutation = permutation
         self.sigmoid_bias = sigmoid_bias
-        self._cached_ladj: Optional[torch.Tensor] = None
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
         mean, logit = self.made(z)
@@ -72,14 +67,6 @@ class IAFStep(Transform):
             columns[i] = (y[..., i] - (1 - gate) * mean[..., i]) / gate
         self._cached_ladj = None
         return torch.stack(columns, dim=-1)
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_old, y_old = self._cached_x_y
-        if x is not x_old or y is not y_old:
-            self(x)
-        elif self._cached_ladj is None:
-            self._call(x)
-        return self._cached_ladj
 
 
 def _order(latent_dim: int, step: int, reverse_order: bool) -> torch.Tensor:
