@@ -194,7 +194,7 @@ def write_table(
         + "; ".join(f"{LABELS[f]}: {s}" for f, s in FLOW_SETTINGS.items() if f in args.flows)
         + ".",
         "",
-        f"**This budget is far from the paper's** (gated-conv networks, z = 64, up to 2000 epochs with 100 "
+        "**This budget is far from the paper's** (gated-conv networks, z = 64, up to 2000 epochs with 100 "
         "warm-up epochs and patience 100, NLL with 5000 samples; the paper's -ELBO is the mean of 3 runs): "
         "the numbers below are not comparable with the paper's in absolute terms. Only the ordering "
         "of the flows, and how far each is from the paper, can be read from them.",

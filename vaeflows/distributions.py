@@ -1,7 +1,7 @@
 """Lean distributions for the VAE's three sample sites: the same densities as Pyro's, fewer operations.
 
 A training step of a small VAE is short enough that the bookkeeping around its arithmetic shows in
-its time (``benchmarks/results/step_time.md``). ``dist.Normal(loc, scale).to_event(1)`` scores a
+its time (``benchmarks/results/step_time_cpu_mlp.md``). ``dist.Normal(loc, scale).to_event(1)`` scores a
 point with nine tensor operations (a square of the scale, a division, a broadcast, an
 ``Independent`` sum, ...) and a Python object per wrapper; a VAE written by hand scores its own
 sample from the noise that made it, ``log q = sum(-eps^2 / 2 - log scale) - D log(2 pi) / 2``, in

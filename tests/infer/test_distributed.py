@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 WORKER = Path(__file__).with_name("ddp_worker.py")

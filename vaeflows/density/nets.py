@@ -78,7 +78,7 @@ class CouplingCNN(nn.Module):
         _zero_last(self.net[-1])
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
+        lead, (_, h, w) = x.shape[:-3], x.shape[-3:]
         if context is not None:
             if not self.image_context:
                 context = context[..., None, None]

@@ -85,7 +85,7 @@ def reparameterized_elbo(model: Callable, guide: Callable, *args, **kwargs) -> t
     is what ``Trace_ELBO`` computes from ``poutine.trace`` and ``poutine.replay``, without
     building the two traces and without ``Trace_ELBO``'s host synchronizations (``.item()``, NaN
     checks): a stall per step on a GPU, and on a CPU a few percent of a small model's step
-    (``benchmarks/results/step_time_cpu.md``). With Pyro's validation on, each site's sum is
+    (``benchmarks/results/step_time_cpu_mlp.md``). With Pyro's validation on, each site's sum is
     still checked for NaN.
 
     Raises:
