@@ -4,7 +4,9 @@ Checks run in float64 with every parameter perturbed by N(0, 0.5^2) away from it
 (tests at initialization only are how Pyro's Sylvester log-det bug slipped through).
 """
 
+import gc
 import io
+import weakref
 
 import pyro
 import pyro.distributions as dist
@@ -322,3 +324,24 @@ def test_iaf_paper_width_log_det_per_step(form):
         expected = torch.diagonal(jac).abs().log().sum()
         torch.testing.assert_close(step.log_abs_det_jacobian(z, y), expected, rtol=1e-12, atol=1e-10)
         z = y.detach()
+
+
+@cases
+def test_a_scored_sample_frees_its_transform_without_the_garbage_collector(name):
+    """A sample site's transform (``flow.condition(h)``), and with it the tensors it caches and
+    their autograd graph, is freed when its distribution is, not later by Python's cyclic
+    garbage collector: no reference cycle through ``.inv``, which ``log_prob`` calls."""
+    flow = make_flow(name, "amortized", 3, fast=True)
+    context = torch.randn(4, CONTEXT_DIM, dtype=torch.float64)
+    loc = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
+    base = dist.Normal(loc, 1.0).to_event(1)
+    gc.disable()
+    try:
+        stack = flow.condition(context)
+        q = dist.TransformedDistribution(base, [stack])
+        q.log_prob(q.rsample()).sum().backward()
+        freed = weakref.ref(stack)
+        del q, stack
+        assert freed() is None
+    finally:
+        gc.enable()

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import abc
 import math
+import weakref
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from pyro.distributions import ConditionalTransformModule, TransformModule
 from torch import nn
 from torch.distributions import Transform, constraints
+from torch.distributions.transforms import _InverseTransform
 
 __all__ = [
     "CachedLadjTransform",
@@ -87,6 +89,29 @@ class CachedLadjTransform(Transform):
     def __init__(self) -> None:
         super().__init__(cache_size=1)
         self._cached_ladj: Optional[torch.Tensor] = None
+        self._inv_ref: Optional[weakref.ref] = None
+
+    @property
+    def inv(self) -> Transform:
+        """The inverse transform, held by a weak reference (``t.inv.inv is t`` still holds).
+
+        torch (since pytorch/pytorch#182769, 2026) keeps ``t.inv`` by a strong reference, so
+        ``t <-> t.inv`` is a reference cycle. ``TransformedDistribution.log_prob`` calls ``.inv``,
+        and these transforms are built anew at every sample site and cache their input, output and
+        log-det: the cycle kept those tensors, and the autograd graph behind them, alive until
+        Python's cyclic garbage collector ran (more memory held, and the collector's time, every
+        step). A weak reference, as torch kept before, lets them go with the distribution.
+        """
+        inv = self._inv_ref() if self._inv_ref is not None else None
+        if inv is None:
+            inv = _InverseTransform(self)
+            self._inv_ref = weakref.ref(inv)
+        return inv
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_inv_ref"] = None  # a weak reference cannot be pickled
+        return state
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_old, y_old = self._cached_x_y
