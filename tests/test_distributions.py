@@ -6,7 +6,8 @@ import pytest
 import torch
 from pyro import poutine
 
-from vaeflows.distributions import DiagonalNormal, IndependentBernoulli, StandardNormal
+from vaeflows.distributions import DiagonalNormal, FlowPosterior, IndependentBernoulli, StandardNormal
+from vaeflows.transforms import NoInverseError, posterior_flow
 
 
 def _grads(value, params):
@@ -112,3 +113,48 @@ def test_lean_sites_under_pyro_plates_and_trace_elbo_match_pyro_distributions():
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     trace = poutine.trace(program(True)[1]).get_trace(x)
     assert trace.nodes["z"]["value"].shape == (6, 3)
+
+
+@pytest.mark.parametrize("name", ["planar", "iaf"])
+def test_flow_posterior_equals_transformed_distribution(name):
+    """Own samples: the same value and gradients as TransformedDistribution's log_prob at the same
+    draw (bitwise: the same operations on the same numbers); other values go through the inverse
+    where the flow has one, and raise NoInverseError where it has none."""
+    torch.manual_seed(0)
+    flow = posterior_flow(name, 3, 2, context_dim=5).double()
+    h = torch.randn(4, 5, dtype=torch.float64)
+    loc = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    scale = torch.rand(4, 3, dtype=torch.float64).add(0.5).requires_grad_()
+    params = (loc, scale, *flow.parameters())
+    scores = []
+    for lean in (True, False):
+        torch.manual_seed(1)
+        base, stack = DiagonalNormal(loc, scale), flow.condition(h)
+        q = FlowPosterior(base, stack) if lean else dist.TransformedDistribution(base, [stack])
+        z = q.rsample()
+        scores.append((q.log_prob(z), _grads(q.log_prob(z), params), q))
+    (ours, our_grads, q), (theirs, their_grads, reference) = scores
+    assert torch.equal(ours, theirs)
+    for a, b in zip(our_grads, their_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert isinstance(q, dist.TransformedDistribution)
+    assert (q.batch_shape, q.event_shape) == (reference.batch_shape, reference.event_shape) == ((4,), (3,))
+    other = torch.randn(4, 3, dtype=torch.float64)
+    if name == "iaf":  # invertible: scored through the inverse, as TransformedDistribution does
+        torch.testing.assert_close(q.log_prob(other), reference.log_prob(other), rtol=0, atol=1e-12)
+    else:
+        with pytest.raises(NoInverseError):
+            q.log_prob(other)
+
+
+def test_flow_posterior_expands_under_plates_and_refuses_non_vector_flows():
+    flow = posterior_flow("planar", 3, 2, context_dim=5)
+    q = FlowPosterior(DiagonalNormal(torch.zeros(4, 3), torch.ones(4, 3)), flow.condition(torch.randn(4, 5)))
+    assert q.expand((4,)) is q  # what pyro.plate asks at every site copies nothing
+    wide = q.expand((2, 4))
+    assert wide.batch_shape == (2, 4) and wide.rsample().shape == (2, 4, 3)
+    with pyro.plate("particles", 6, dim=-2), pyro.plate("data", 4, dim=-1):
+        z = pyro.sample("z", q)
+    assert z.shape == (6, 4, 3)
+    with pytest.raises(ValueError, match="flow on vectors"):
+        FlowPosterior(dist.Normal(torch.zeros(4), 1.0), flow.condition(torch.randn(4, 5)))

@@ -16,8 +16,11 @@ Pyro ``model``/``guide`` that uses them is still scored by Pyro's ``Trace_ELBO``
   prior) copies no tensor.
 * :class:`IndependentBernoulli` -- Bernoulli logits with the rightmost ``event_dim`` dims as the
   event: ``log p(x) = -sum BCE_with_logits(logits, x)`` in one fused operation and one sum.
+* :class:`FlowPosterior` -- Pyro's ``TransformedDistribution(base, [flow])`` for one vector flow;
+  its ``log_prob`` of its own last sample is ``log q0(z_0) - log|det dz_K/dz_0|`` from the pass
+  that made it, in one subtraction.
 
-All three match ``torch.distributions`` to rounding; ``tests/test_distributions.py`` checks values,
+All four match ``torch.distributions`` to rounding; ``tests/test_distributions.py`` checks values,
 gradients, shapes under ``pyro.plate`` and ``expand``, and support checks under Pyro's validation.
 
 Example:
@@ -34,10 +37,10 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions import TorchDistribution
-from torch.distributions import constraints
+from pyro.distributions import TorchDistribution, TransformedDistribution
+from torch.distributions import Distribution, Transform, constraints
 
-__all__ = ["HALF_LOG_2PI", "DiagonalNormal", "StandardNormal", "IndependentBernoulli"]
+__all__ = ["HALF_LOG_2PI", "DiagonalNormal", "StandardNormal", "IndependentBernoulli", "FlowPosterior"]
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -210,3 +213,61 @@ class IndependentBernoulli(TorchDistribution):
             logits, value = torch.broadcast_tensors(logits, value)
         bce = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
         return -bce.sum(tuple(range(-self._event_dim, 0)))
+
+
+class FlowPosterior(TransformedDistribution):
+    """``z_K = flow(z_0)``, ``z_0 ~ base``: Pyro's ``TransformedDistribution(base, [flow])`` for one
+    flow on vectors (event shape ``(D,)``), as a flow-posterior sample site uses it.
+
+    The density is ``TransformedDistribution``'s, ``log q(z_K) = log q0(z_0) - log|det dz_K/dz_0|``.
+    For the tensor its own ``rsample`` returned last, ``z_0`` and the log-determinant are those of the
+    pass that made it (what ``TransformedDistribution`` finds in the flow's one-entry cache), taken
+    without its generic bookkeeping: one subtraction, where it spends two operations and an inverse
+    transform object. Any other value goes through ``TransformedDistribution.log_prob`` (the flow's
+    inverse, where it has one). ``expand`` to its own batch shape returns itself (``pyro.plate``
+    asks at every site, every step).
+
+    Args:
+        base_dist: ``q0``, with event shape ``(D,)`` (e.g. :class:`DiagonalNormal`).
+        flow: a transform of vectors that caches its last pass (every vaeflows posterior flow).
+
+    Example:
+        >>> from vaeflows.transforms import posterior_flow
+        >>> flow = posterior_flow("planar", latent_dim=3, num_flows=2)
+        >>> q = FlowPosterior(DiagonalNormal(torch.zeros(4, 3), torch.ones(4, 3)), flow)
+        >>> z = q.rsample()
+        >>> q.log_prob(z).shape
+        torch.Size([4])
+    """
+
+    def __init__(self, base_dist: TorchDistribution, flow: Transform, validate_args: Optional[bool] = None) -> None:
+        if len(base_dist.event_shape) != 1 or flow.domain.event_dim != 1 or flow.codomain.event_dim != 1:
+            raise ValueError(
+                "FlowPosterior takes a base distribution and a flow on vectors (event shape (D,)), "
+                f"got base event shape {tuple(base_dist.event_shape)} and a flow of event dims "
+                f"{flow.domain.event_dim} -> {flow.codomain.event_dim}; use TransformedDistribution"
+            )
+        # What TransformedDistribution.__init__ works out for any transforms, known here: a flow
+        # on vectors keeps the base's batch and event shapes.
+        self.base_dist, self.transforms, self.flow = base_dist, [flow], flow
+        Distribution.__init__(self, base_dist.batch_shape, base_dist.event_shape, validate_args=validate_args)
+        self._sample: Optional[torch.Tensor] = None
+        self._base_sample: Optional[torch.Tensor] = None
+
+    def expand(self, batch_shape: torch.Size, _instance=None) -> "FlowPosterior":
+        if tuple(batch_shape) == self.batch_shape:
+            return self
+        return FlowPosterior(self.base_dist.expand(batch_shape), self.flow, validate_args=False)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        z_0 = self.base_dist.rsample(sample_shape)
+        z_k = self.flow(z_0)
+        self._sample, self._base_sample = z_k, z_0
+        return z_k
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if value is not self._sample:
+            return super().log_prob(value)
+        z_0 = self._base_sample
+        # TransformedDistribution computes (0 - ladj) + log q0: the same float result.
+        return self.base_dist.log_prob(z_0) - self.flow.log_abs_det_jacobian(z_0, value)

@@ -68,7 +68,10 @@ class _LogDensity(Messenger):
                 f"guide site {name!r} is not reparameterized: its gradient needs the score "
                 "function terms of pyro.infer.Trace_ELBO"
             )
-        log_p = scale_and_mask(fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"]), msg["scale"], msg["mask"])
+        log_p = fn.log_prob(msg["value"], *msg["args"], **msg["kwargs"])
+        scale, mask = msg["scale"], msg["mask"]
+        if mask is not None or not (isinstance(scale, float) and scale == 1.0):  # else a no-op
+            log_p = scale_and_mask(log_p, scale, mask)
         log_p = log_p.sum()
         if is_validation_enabled():
             warn_if_nan(log_p, f"log_prob_sum at site {name!r}")

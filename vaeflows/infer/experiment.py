@@ -13,6 +13,7 @@ KL warm-up ``beta`` on the latent site.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Callable, Optional, Tuple
 
 import pyro
 import torch
+from pyro.poutine.util import is_validation_enabled
 
 from vaeflows.data import VAEData, load_dataset
 from vaeflows.infer import distributed
@@ -66,7 +68,9 @@ def vae_loss(
     def loss(batch: torch.Tensor, epoch: int) -> torch.Tensor:
         batch = data.binarize(batch)
         beta = kl_beta(epoch, warmup)
-        with pyro.validation_enabled(False):  # the data were checked once when loaded
+        # The data were checked once when loaded; train_vae turns the checks off for the whole run.
+        checks_off = pyro.validation_enabled(False) if is_validation_enabled() else contextlib.nullcontext()
+        with checks_off:
             if objective == "elbo":
                 return reparameterized_elbo(vae.model, vae.guide, batch, beta) * (-1.0 / batch.shape[0])
             log_w = log_importance_weights(

@@ -3,13 +3,14 @@
 Generative model: ``z ~ N(0, I)``, ``x ~ p(x | decoder(z))``. Guide: ``q0(z_0 | x) =
 N(mu(h), diag(sigma(h)^2))`` with ``h = encoder(x)``, ``mu`` a linear head and ``sigma`` a linear head
 followed by Softplus, then ``z_K = f_K(...f_1(z_0))`` by an amortized flow conditioned on ``h``.
-Pyro's ``Trace_ELBO`` scores the ``TransformedDistribution`` at its own sample, which gives the
+Pyro's ``Trace_ELBO`` scores the flow posterior (a ``TransformedDistribution``) at its own sample, which gives the
 flow-modified ELBO ``E_q0[log p(x, z_K) - log q0(z_0) + sum_k log|det dz_k/dz_(k-1)|]``.
 
 The three sites use :mod:`vaeflows.distributions` (a diagonal Normal that scores its own sample from
-its noise, a standard Normal prior and, for binary images, Bernoulli pixels with the event dims built
-in): Pyro distributions with the densities of ``Normal(...).to_event(1)`` and
-``Bernoulli(...).to_event(3)`` in fewer tensor operations.
+its noise, the flow posterior around it, a standard Normal prior and, for binary images, Bernoulli
+pixels with the event dims built in): Pyro distributions with the densities of
+``Normal(...).to_event(1)``, ``TransformedDistribution`` and ``Bernoulli(...).to_event(3)`` in fewer
+tensor operations.
 
 KL warm-up multiplies the ``z`` site of model and guide by ``beta`` (``poutine.scale``), so the
 objective is ``E[log p(x | z_K)] - beta (E[log q(z_K | x)] - E[log p(z_K)])``.
@@ -30,7 +31,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from vaeflows.distributions import DiagonalNormal, StandardNormal
+from vaeflows.distributions import DiagonalNormal, FlowPosterior, StandardNormal
 from vaeflows.nn import build_encoder_decoder, build_likelihood
 from vaeflows.nn.likelihoods import Likelihood
 from vaeflows.transforms import AmortizedFlow, posterior_flow
@@ -112,7 +113,7 @@ class VAE(nn.Module):
         base = DiagonalNormal(self.loc(h), self.scale(h))
         if self.flow is None:
             return base
-        return dist.TransformedDistribution(base, [self.flow.condition(h)])
+        return FlowPosterior(base, self.flow.condition(h))
 
     def _register(self) -> None:
         if self.register_params:
