@@ -296,6 +296,31 @@ def test_orthogonalize_gives_orthonormal_columns(dtype, atol, dim, m):
     torch.testing.assert_close(q.mT @ q, eye, rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize("check_every", [3, 8])
+def test_orthogonalize_checking_less_often_gives_the_same_result_and_gradient(check_every):
+    """The GPU path (a host check every few iterations, the device holding the first iterate that
+    met the tolerance) returns bitwise what stopping at that iterate returns, with the same
+    gradient, and asks the host only every ``check_every`` iterations."""
+    from tests.host_reads import HostReads
+    from vaeflows.transforms.sylvester import orthogonalize
+
+    torch.manual_seed(0)
+    raw = torch.randn(5, 16, 6, requires_grad=True)
+    weights = torch.randn(5, 16, 6)
+    every_iteration = orthogonalize(raw, check_every=1)
+    spy = HostReads()
+    with spy:
+        fewer_checks = orthogonalize(raw, check_every=check_every)
+    assert torch.equal(every_iteration, fewer_checks)
+    grads = [torch.autograd.grad((q * weights).sum(), raw)[0] for q in (every_iteration, fewer_checks)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-6)
+    one_check_per_iteration = HostReads()
+    with one_check_per_iteration:
+        orthogonalize(raw, check_every=1)
+    needed = len(one_check_per_iteration.reads)  # iterations until tol, plus the one that met it
+    assert len(spy.reads) == -(-needed // check_every)
+
+
 def test_orthogonalize_warns_when_it_does_not_converge():
     from vaeflows.transforms.sylvester import orthogonalize
 

@@ -144,14 +144,22 @@ class LipschitzLinear(nn.Module):
 
     @torch.no_grad()
     def _power_iterate(self, weight: Tensor, iterations: int) -> None:
+        """Up to ``iterations`` power iterations, stopping at the first whose estimate moved by at
+        most ``tol`` (relative). The stop is decided on the device: later iterates are computed
+        and discarded (``torch.where``), so that no host read waits for a GPU."""
         u, v = self.u.to(weight), self.v.to(weight)
-        sigma = None
+        sigma = done = None
         for _ in range(iterations):
-            v = F.normalize(weight.mT @ u, dim=0, eps=1e-30)
-            u = F.normalize(weight @ v, dim=0, eps=1e-30)
-            new = torch.dot(u, weight @ v)
-            if sigma is not None and abs(new - sigma) <= self.tol * abs(new):
-                break
+            v_next = F.normalize(weight.mT @ u, dim=0, eps=1e-30)
+            u_next = F.normalize(weight @ v_next, dim=0, eps=1e-30)
+            new = torch.dot(u_next, weight @ v_next)
+            if done is None:
+                u, v = u_next, v_next
+            else:
+                u, v = torch.where(done, u, u_next), torch.where(done, v, v_next)
+            if sigma is not None:
+                converged = (new - sigma).abs() <= self.tol * new.abs()
+                done = converged if done is None else done | converged
             sigma = new
         self.u.copy_(u)
         self.v.copy_(v)
@@ -162,7 +170,7 @@ class LipschitzLinear(nn.Module):
         if self.spectral == "exact":
             return torch.linalg.matrix_norm(weight, ord=2)
         version = (weight.data_ptr(), weight._version)
-        if not bool(self.initialized):
+        if self._seen is None and not bool(self.initialized):  # the first call (or after a load)
             self._power_iterate(weight.detach(), self.init_iterations)
             self.initialized.fill_(True)
         elif self.training and version != self._seen:
@@ -170,6 +178,10 @@ class LipschitzLinear(nn.Module):
         self._seen = version
         u, v = self.u.clone().to(weight), self.v.clone().to(weight)
         return torch.dot(u, weight @ v)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._seen = None  # ask the loaded "initialized" flag again at the next call
+        super()._load_from_state_dict(*args, **kwargs)
 
     def normalized_weight(self) -> Tensor:
         """``W / max(1, sigma / coeff)``."""
