@@ -37,6 +37,17 @@ def test_step_time_refuses_steps_that_compute_different_losses(monkeypatch):
                         "--rounds", "1", "--block", "1"])
 
 
+def test_bootstrap_interval_brackets_the_median_and_narrows_with_more_rounds():
+    step_time = _load("step_time")
+    few = [1.00, 1.10, 1.02, 1.06, 0.98]
+    low, high = step_time.bootstrap_interval(few)
+    assert min(few) <= low <= 1.02 <= high <= max(few)
+    many = few * 20
+    low_many, high_many = step_time.bootstrap_interval(many)
+    assert low <= low_many <= 1.02 <= high_many <= high and high_many - low_many < high - low
+    assert step_time.bootstrap_interval(few) == (low, high)  # seeded
+
+
 def test_nll_throughput_runs(tmp_path):
     out = tmp_path / "nll.md"
     nll = _load("nll_throughput")
