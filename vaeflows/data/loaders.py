@@ -72,7 +72,8 @@ def load_binarized_mnist(
     Accepts, in this order of preference: ``binarized_mnist.npz`` (keys train/valid/test, each
     (N, 784) 0/1), the MATLAB files ``binarized_mnist_{train,valid,test}.mat`` (key ``X``), or the
     published text files ``binarized_mnist_{train,valid,test}.amat`` (one image per line, 784
-    space-separated 0/1). The splits are returned in file order.
+    space-separated 0/1). The splits are returned in file order; the test file is sorted by digit
+    (its first ~1000 images are zeros), so draw subsets of it at random.
 
     Args:
         data_dir: the folder holding the files.
