@@ -73,6 +73,23 @@ def test_jacobian_spectral_norm_below_one(spectral, activation):
             torch.testing.assert_close(layer.sigma(), torch.linalg.matrix_norm(layer.weight, ord=2), rtol=1e-5, atol=0)
 
 
+def test_power_iteration_reads_its_init_flag_once_and_again_after_a_load():
+    """The "initialized" buffer is read on the host at the first call only (a GPU sync otherwise),
+    and again after load_state_dict: loading an uninitialized layer's state re-runs the long
+    initial power iteration, as it would in a fresh process."""
+    from vaeflows.transforms.residual import LipschitzLinear
+
+    torch.manual_seed(0)
+    layer, fresh = LipschitzLinear(6, 5), LipschitzLinear(6, 5)
+    layer.sigma()
+    assert bool(layer.initialized)
+    torch.testing.assert_close(layer.sigma(), torch.linalg.matrix_norm(layer.weight, ord=2), rtol=1e-5, atol=0)
+    layer.load_state_dict(fresh.state_dict())  # fresh's weight, its random u and v, "not initialized"
+    layer.eval()  # no training-mode iterations: only the initial ones can make sigma exact
+    torch.testing.assert_close(layer.sigma(), torch.linalg.matrix_norm(fresh.weight, ord=2), rtol=1e-5, atol=0)
+    assert bool(layer.initialized)
+
+
 def test_residual_exact_log_det_matches_slogdet_and_step():
     net = perturbed_net()
     z = torch.randn(5, 3, dtype=F64)
