@@ -52,6 +52,26 @@ def test_cli_density_train_writes_metrics_and_png(tmp_path):
     assert len(json.loads((out / "metrics.json").read_text())["epochs"]) == 4
 
 
+def test_a_trained_run_loads_back_with_its_test_nll(tmp_path):
+    from vaeflows.density import load_density_run
+    from vaeflows.density.training import mean_nll
+    from vaeflows.infer.training import CheckpointMismatch
+
+    out = tmp_path / "run"
+    args = ["density", "train", "--flow", "realnvp", "--dataset", "moons", "--num-train", "500",
+            "--epochs", "2", "--num-steps", "2", "--hidden", "16", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    model, config, data = load_density_run(out, device="cpu")
+    assert not model.training and config["flow"] == "realnvp"
+    assert mean_nll(model, data.test) == pytest.approx(json.loads((out / "metrics.json").read_text())["test_nll"])
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_density_run(tmp_path, device="cpu")
+    config["options"]["hidden"] = 32  # best.pt holds a model with 16 hidden units
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointMismatch, match="does not fit the model"):
+        load_density_run(out, device="cpu")
+
+
 def test_cli_density_errors(tmp_path, capsys):
     assert main(["density", "train", "--flow", "radial", "--dataset", "moons", "--out", str(tmp_path)]) == 2
     assert "no analytic inverse" in capsys.readouterr().err

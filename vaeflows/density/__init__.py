@@ -39,7 +39,7 @@ from .layers import (
     Unsqueeze,
 )
 from .toy import ENERGIES, TOY_DATASETS, toy_data
-from .training import DensityModel, evaluate_density, train_density
+from .training import DensityModel, evaluate_density, load_density_run, train_density
 
 __all__ = [
     "DENSITY_FLOWS",
@@ -82,4 +82,5 @@ __all__ = [
     "DensityModel",
     "train_density",
     "evaluate_density",
+    "load_density_run",
 ]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaeflows.infer.experiment import resolve_device
-from vaeflows.infer.training import TrainConfig, check_resumable, fit, load_checkpoint, write_json
+from vaeflows.infer.training import CheckpointMismatch, TrainConfig, check_resumable, fit, load_checkpoint, write_json
 from vaeflows.report import save_images
 
 from .data import DensityData, load_density_data
@@ -38,7 +38,7 @@ from .dequantization import DEQUANTIZERS, bits_per_dim, dequantized_log_likeliho
 from .flows import FlowDensity, density_flow
 from .plots import density_on_grid, save_panels
 
-__all__ = ["DensityModel", "train_density", "evaluate_density", "mean_nll"]
+__all__ = ["DensityModel", "train_density", "evaluate_density", "load_density_run", "mean_nll"]
 
 
 class DensityModel(nn.Module):
@@ -171,20 +171,52 @@ def train_density(
     return evaluate_density(run_dir, data, device, log)
 
 
+_SIGNATURE = ("dataset", "flow", "options", "num_train", "dequantization", "conditional")
+
+
+def load_density_run(
+    run_dir: Path, device: str = "auto", data: Optional[DensityData] = None
+) -> Tuple[DensityModel, dict, DensityData]:
+    """The best model of a ``vaeflows density train`` run directory (in eval mode), its
+    ``config.json`` and its data (loaded again unless given).
+
+    Example:
+        >>> model, config, data = load_density_run("runs/moons")  # doctest: +SKIP
+        >>> model.flow.log_prob(data.test[:5])  # doctest: +SKIP
+
+    Raises:
+        FileNotFoundError: ``run_dir`` holds no ``config.json``.
+        CheckpointMismatch: ``best.pt`` does not fit the model the config describes.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a vaeflows density run directory (no config.json)")
+    config = json.loads(config_path.read_text())
+    if data is None:
+        data = load_density_data(config["dataset"], config["data_dir"], config["num_train"], config["train"]["seed"])
+    torch_device = resolve_device(device)
+    model = _build({k: config[k] for k in _SIGNATURE}, data).to(torch_device)
+    try:
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt", str(torch_device))["module"])
+    except (KeyError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointMismatch(
+            f"{run_dir / 'best.pt'} does not fit the model of {config_path} ({first_line}); "
+            "was the run directory reused for another model?"
+        ) from None
+    return model.eval(), config, data
+
+
 def evaluate_density(
     run_dir: Path, data: Optional[DensityData] = None, device: str = "auto", log: Callable[[str], None] = print
 ) -> dict:
     """Test NLL (nats; bits/dim for 8-bit data) of a run's best model; writes ``metrics.json``
     and the PNGs."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    signature = {k: config[k] for k in ("dataset", "flow", "options", "num_train", "dequantization", "conditional")}
-    if data is None:
-        data = load_density_data(config["dataset"], config["data_dir"], config["num_train"], config["train"]["seed"])
-    torch_device = resolve_device(device)
-    model = _build(signature, data).to(torch_device)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt", str(torch_device))["module"])
-    model.eval()
+    model, config, data = load_density_run(run_dir, device, data)
+    signature = {k: config[k] for k in _SIGNATURE}
+    torch_device = next(model.parameters()).device
     history = load_checkpoint(run_dir / "last.pt", "cpu")["state"]["history"]
     steps = math.ceil(signature["num_train"] / config["train"]["batch_size"])
     seconds = sum(h["seconds"] for h in history)
