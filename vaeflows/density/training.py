@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaeflows.infer.experiment import resolve_device
-from vaeflows.infer.training import CheckpointMismatch, TrainConfig, check_resumable, fit, load_checkpoint, write_json
+from vaeflows.infer.training import TrainConfig, check_resumable, fit, load_best, load_checkpoint, write_json
 from vaeflows.report import save_images
 
 from .data import DensityData, load_density_data
@@ -197,14 +197,7 @@ def load_density_run(
         data = load_density_data(config["dataset"], config["data_dir"], config["num_train"], config["train"]["seed"])
     torch_device = resolve_device(device)
     model = _build({k: config[k] for k in _SIGNATURE}, data).to(torch_device)
-    try:
-        model.load_state_dict(load_checkpoint(run_dir / "best.pt", str(torch_device))["module"])
-    except (KeyError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise CheckpointMismatch(
-            f"{run_dir / 'best.pt'} does not fit the model of {config_path} ({first_line}); "
-            "was the run directory reused for another model?"
-        ) from None
+    load_best(model, run_dir, str(torch_device))
     return model.eval(), config, data
 
 

@@ -32,11 +32,11 @@ from vaeflows.infer.evaluation import (
     log_importance_weights,
 )
 from vaeflows.infer.training import (
-    CheckpointMismatch,
     TrainConfig,
     check_resumable,
     fit,
     kl_beta,
+    load_best,
     load_checkpoint,
     write_json,
 )
@@ -206,15 +206,7 @@ def load_run(run_dir: Path, device: str = "auto") -> Tuple[VAE, dict, VAEData]:
     torch_device = resolve_device(device)
     data = load_dataset(config["dataset"], config["data_dir"])
     vae = build_vae(image_shape=data.image_shape, likelihood=data.likelihood, **config["model"])
-    checkpoint = load_checkpoint(run_dir / "best.pt", map_location=str(torch_device))
-    try:
-        vae.load_state_dict(checkpoint["module"])
-    except (KeyError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise CheckpointMismatch(
-            f"{run_dir / 'best.pt'} does not fit the model of {config_path} ({first_line}); "
-            "was the run directory reused for another model?"
-        ) from None
+    load_best(vae, run_dir, map_location=str(torch_device))
     return vae.to(torch_device).eval(), config, data
 
 

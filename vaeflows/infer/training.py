@@ -41,6 +41,7 @@ __all__ = [
     "check_resumable",
     "fit",
     "kl_beta",
+    "load_best",
     "load_checkpoint",
     "make_optimizer",
 ]
@@ -140,6 +141,23 @@ def load_checkpoint(path: Path, map_location: Optional[str] = None) -> dict:
         raise CheckpointMismatch(
             f"{path} is not a readable vaeflows checkpoint ({type(error).__name__}: {error}); "
             "delete it to start afresh"
+        ) from None
+
+
+def load_best(module: nn.Module, run_dir: Path, map_location: Optional[str] = None) -> None:
+    """Load ``run_dir/best.pt``'s weights into ``module``.
+
+    Raises:
+        CheckpointMismatch: they do not fit ``module`` (the run's ``config.json`` describes another).
+    """
+    path = Path(run_dir) / "best.pt"
+    try:
+        module.load_state_dict(load_checkpoint(path, map_location)["module"])
+    except (KeyError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointMismatch(
+            f"{path} does not fit the model of {Path(run_dir) / 'config.json'} ({first_line}); "
+            "was the run directory reused for another model?"
         ) from None
 
 
