@@ -25,7 +25,6 @@ import torch
 from pyro.distributions import ConditionalTransformModule, TransformModule
 from torch import nn
 from torch.distributions import Transform, constraints
-from torch.distributions.transforms import _InverseTransform
 
 __all__ = [
     "CachedLadjTransform",
@@ -104,7 +103,8 @@ class CachedLadjTransform(Transform):
         """
         inv = self._inv_ref() if self._inv_ref is not None else None
         if inv is None:
-            inv = _InverseTransform(self)
+            inv = Transform.inv.fget(self)  # torch builds it, and keeps it in self._inv ...
+            self._inv = None  # ... by a strong reference: drop that one, keep a weak one
             self._inv_ref = weakref.ref(inv)
         return inv
 
