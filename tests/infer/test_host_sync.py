@@ -15,10 +15,10 @@ import pyro
 import pytest
 import torch
 
+from tests.host_reads import HostReads
 from vaeflows.data import load_dataset
 from vaeflows.infer.experiment import vae_loss
 from vaeflows.models import build_vae
-from tests.host_reads import HostReads
 from vaeflows.transforms import POSTERIOR_FLOWS
 
 #: Flows whose log-determinant needs the host by design: FFJORD's adaptive ODE solver (dopri5)
