@@ -20,7 +20,9 @@ from vaeflows.transforms import POSTERIOR_FLOWS, NoInverseError, posterior_flow
 NAMES = list(POSTERIOR_FLOWS)
 CONTEXT_DIM = 6
 NUM_FLOWS = 3
-LEADS = [(4,), (2, 3)]
+#: Leading dims of the latent: none (a global latent, rsample() without a sample shape), a batch,
+#: particles x batch.
+LEADS = [(), (4,), (2, 3)]
 FORMS = ["amortized", "global"]
 
 
@@ -70,7 +72,7 @@ def transform_of(flow, form, lead, dtype=torch.float64, seed=1):
     if form == "global":
         return flow
     generator = torch.Generator().manual_seed(seed)
-    context = torch.randn(lead[-1], CONTEXT_DIM, generator=generator, dtype=dtype)
+    context = torch.randn(*lead[-1:], CONTEXT_DIM, generator=generator, dtype=dtype)
     return flow.condition(context)
 
 
@@ -90,7 +92,7 @@ def per_sample_jacobians(fn, z):
 cases = pytest.mark.parametrize("name", NAMES)
 forms = pytest.mark.parametrize("form", FORMS)
 dims = pytest.mark.parametrize("latent_dim", [1, 2, 5])
-leads = pytest.mark.parametrize("lead", LEADS, ids=["B", "PxB"])
+leads = pytest.mark.parametrize("lead", LEADS, ids=["unbatched", "B", "PxB"])
 
 
 @cases

@@ -25,6 +25,7 @@ import torch
 from pyro.distributions import ConditionalTransformModule, TransformModule
 from torch import nn
 from torch.distributions import Transform, constraints
+from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
     "CachedLadjTransform",
@@ -38,6 +39,7 @@ __all__ = [
     "GlobalFamilyFlow",
     "NoInverseError",
     "check_sizes",
+    "check_traceable",
     "with_defaults",
     "Params",
 ]
@@ -76,19 +78,28 @@ class FlowFamily:
 class CachedLadjTransform(Transform):
     """A vector transform whose ``_call`` also leaves ``log|det dz'/dz|`` in ``_cached_ladj``.
 
-    ``log_abs_det_jacobian(x, y)`` returns it for the pair the one-entry cache holds and runs the
+    ``log_abs_det_jacobian(x, y)`` returns it for a pair the transform produced and runs the
     forward pass again for any other input. An ``_inverse`` sets ``_cached_ladj = None``: the
     log-det at the recovered input then comes from a forward pass, on demand.
+
+    **It remembers every output it produced while that output is alive.** torch's cache holds one
+    ``(x, y)`` pair; when a second input replaces it (the same transform used at two sample
+    sites, or a global flow drawing again before the first draw is scored), the pair it held and
+    its log-det move to a dictionary keyed weakly by the identity of ``y``. Flows without an
+    analytic inverse (planar, radial, Sylvester) can then score each of their own samples, and an
+    entry goes with its sample: nothing outlives the tensors it describes. A transform called
+    once, as every flow step is, never builds the dictionary.
     """
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self) -> None:
-        super().__init__(cache_size=1)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, cache_size=1, **kwargs)
         self._cached_ladj: Optional[torch.Tensor] = None
         self._inv_ref: Optional[weakref.ref] = None
+        self._produced: Optional[WeakIdKeyDictionary] = None  # y -> (x, ladj), built when needed
 
     @property
     def inv(self) -> Transform:
@@ -109,13 +120,41 @@ class CachedLadjTransform(Transform):
         return inv
 
     def __getstate__(self) -> dict:
+        # Neither weak references nor the tensors of the last pass (with their autograd graph)
+        # belong in a pickled transform: torch.save(module) and copy.deepcopy save parameters.
         state = super().__getstate__()
-        state["_inv_ref"] = None  # a weak reference cannot be pickled
+        state.update(_inv_ref=None, _produced=None, _cached_ladj=None)
+        if "_cached_x_y" in state:
+            state["_cached_x_y"] = None, None
         return state
+
+    def _remember(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep the pair torch's one-entry cache holds before ``x`` or ``y`` replaces it."""
+        x_old, y_old = self._cached_x_y
+        if y_old is not None and x is not x_old and y is not y_old:
+            if self._produced is None:
+                self._produced = WeakIdKeyDictionary()
+            self._produced[y_old] = (x_old, self._cached_ladj)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._remember(x, None)
+        return super().__call__(x)
+
+    def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
+        self._remember(None, y)
+        if self._produced is not None and y is not self._cached_x_y[1]:
+            seen = self._produced.get(y)
+            if seen is not None:  # an earlier output: its input and log-det back into the cache
+                self._cached_x_y, self._cached_ladj = (seen[0], y), seen[1]
+                return seen[0]
+        return super()._inv_call(y)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_old, y_old = self._cached_x_y
         if x is not x_old or y is not y_old:
+            seen = self._produced.get(y) if self._produced is not None else None
+            if seen is not None and seen[0] is x and seen[1] is not None:
+                return seen[1]
             self(x)  # recompute (and re-cache) the pass from this input
         elif self._cached_ladj is None:
             self._call(x)
@@ -149,20 +188,34 @@ class FlowStack(CachedLadjTransform):
 
     Direction: base noise ``z_0`` to posterior sample ``z_K``. ``log_abs_det_jacobian(z_0, z_K)``
     returns ``sum_k log|det dz_k/dz_(k-1)|`` of shape ``z.shape[:-1]``, computed in the same pass
-    as ``z_K`` and cached with it (one-entry cache keyed by tensor identity, as Pyro's flows).
+    as ``z_K`` and cached with it (keyed by tensor identity, as Pyro's flows).
 
     For families without an analytic inverse (planar, radial, Sylvester) a ``FlowStack`` can only
-    score values it produced itself: build a fresh one (``flow.condition(context)``) for every
-    sample site.
+    score values it produced itself (each of them while it is alive: see
+    :class:`CachedLadjTransform`).
+
+    ``batch_shape`` is the parameters' batch shape (an amortized flow's context's leading dims): a
+    ``z`` with fewer leading dims is broadcast to it, so that an unbatched ``z`` of shape ``(D,)``
+    and a context ``(B, C)`` give ``(B, D)``; otherwise the latent's leading dims (particles,
+    sample shapes) broadcast against the parameters' as they are.
     """
 
-    def __init__(self, steps: Sequence[Transform], name: str, invertible: bool) -> None:
+    def __init__(
+        self,
+        steps: Sequence[Transform],
+        name: str,
+        invertible: bool,
+        batch_shape: Tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
         self.steps = list(steps)
         self.name = name
         self.invertible = invertible
+        self.batch_shape = tuple(batch_shape)
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() <= len(self.batch_shape):  # fewer leading dims than the context: broadcast
+            z = z.expand(torch.broadcast_shapes(z.shape[:-1], self.batch_shape) + z.shape[-1:])
         ladj = None
         for step in self.steps:
             z_next = step(z)
@@ -233,6 +286,22 @@ def with_defaults(options: dict, defaults: dict) -> dict:
     return {**defaults, **options}
 
 
+def check_traceable(flow: nn.Module) -> None:
+    """Refuse, by name and reason, a flow that a JIT trace (``JitTrace_ELBO``) cannot record.
+
+    A flow sets ``untraceable`` to the reason (e.g. it calls ``torch.autograd.grad`` inside its
+    log-det, or chooses its steps on the host): a trace would record one draw of its control flow
+    and replay it as if it were the computation, or fail deep inside torch.
+    """
+    reason = getattr(flow, "untraceable", None)
+    if reason and torch.jit.is_tracing():
+        raise NotImplementedError(
+            f"the {flow.name} flow cannot run under a JIT trace (JitTrace_ELBO, torch.jit.trace): "
+            f"{reason}. Use Trace_ELBO (or another non-JIT objective) with this flow, or a flow "
+            "whose log-det has a closed form"
+        )
+
+
 def check_sizes(latent_dim: int, num_flows: int) -> None:
     for label, value in (("latent_dim", latent_dim), ("num_flows", num_flows)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -289,52 +358,52 @@ class AmortizedFlow(ConditionalTransformModule, abc.ABC):
 
     def condition(self, context: torch.Tensor) -> FlowStack:
         self.check_context(context)
-        return FlowStack(self.steps(context), self.name, self.invertible)
+        check_traceable(self)
+        return FlowStack(self.steps(context), self.name, self.invertible, context.shape[:-1])
 
 
-class GlobalFlow(TransformModule, abc.ABC):
+class GlobalFlow(CachedLadjTransform, TransformModule, abc.ABC):
     """Base of the posterior flows with learned parameters shared by all data points.
 
     Used like any Pyro ``TransformModule``: ``dist.TransformedDistribution(base, [flow])``.
     Direction: ``z_0 -> z_K``; ``log_abs_det_jacobian(z_0, z_K)`` sums over the ``K`` steps.
     Subclasses say how to build the steps from the current parameters. ``log_det_kind`` as in
     :class:`AmortizedFlow`.
+
+    Every call builds the steps from the parameters as they are then (an optimizer may have
+    changed them since the last call), and the flow remembers each output while it is alive
+    (:class:`CachedLadjTransform`): one global flow can serve any number of sample sites, or
+    draws, and score each of its samples, with or without an analytic inverse.
     """
 
     log_det_kind: str = "exact"
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
     def __init__(self, name: str, latent_dim: int, num_flows: int, invertible: bool) -> None:
-        super().__init__(cache_size=1)
+        super().__init__()
         check_sizes(latent_dim, num_flows)
         self.name = name
         self.latent_dim = latent_dim
         self.num_flows = num_flows
         self.invertible = invertible
-        self._stack: Optional[FlowStack] = None
 
     @abc.abstractmethod
     def steps(self) -> List[Transform]:
         """The ``K`` step transforms with the current parameters."""
 
     def _new_stack(self) -> FlowStack:
-        self._stack = FlowStack(self.steps(), self.name, self.invertible)
-        return self._stack
+        check_traceable(self)
+        return FlowStack(self.steps(), self.name, self.invertible)
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
-        return self._new_stack()(z)
+        stack = self._new_stack()
+        y = stack(z)
+        self._cached_ladj = stack._cached_ladj
+        return y
 
-    def _inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return self._new_stack().inv(z)
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # A stack built for another input may hold parameters from before an optimizer step.
-        if self._stack is None or x is not self._stack._cached_x_y[0]:
-            self._new_stack()
-        return self._stack.log_abs_det_jacobian(x, y)
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        x = self._new_stack().inv(y)
+        self._cached_ladj = None  # the forward pass at the recovered input computes it on demand
+        return x
 
 
 class AmortizedFamilyFlow(AmortizedFlow):

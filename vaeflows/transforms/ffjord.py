@@ -215,6 +215,11 @@ class CNFStep(FunctionStep):
 class _FFJORDFlow:
     """What the amortized and global FFJORD flows share."""
 
+    #: Why a JIT trace cannot record this flow (see :func:`~vaeflows.transforms.base.check_traceable`).
+    untraceable = (
+        "its ODE solver chooses its steps on the host and its trace calls torch.autograd.grad"
+    )
+
     def _setup(
         self,
         latent_dim: int,

@@ -415,6 +415,12 @@ class ResidualStep(FunctionStep):
 class _ResidualFlow:
     """What the amortized and global residual flows share: nets, options, steps."""
 
+    #: Why a JIT trace cannot record this flow (see :func:`~vaeflows.transforms.base.check_traceable`).
+    untraceable = (
+        "its log-det calls torch.autograd.grad (vector-Jacobian products), its Russian-roulette "
+        "estimator draws a random number of terms on the host, and its inverse iterates to a tolerance"
+    )
+
     def _setup(
         self,
         latent_dim: int,

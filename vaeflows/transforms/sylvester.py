@@ -73,10 +73,8 @@ def sylvester(
     diag = torch.diagonal(r1, dim1=-2, dim2=-1) * torch.diagonal(r2, dim1=-2, dim2=-1)
     ladj = torch.log1p(diag.unsqueeze(-1) * (1 - h * h)).sum(-2)  # (..., S)
     dz, ladj = dz.movedim(-1, 0), ladj.movedim(-1, 0)
-    return (
-        z + dz.reshape(*z.shape[:extra], *dz.shape[1:]),
-        ladj.reshape(*z.shape[:extra], *ladj.shape[1:]),
-    )
+    # (shapes as tuples: an unbatched z has a 0-dim log-det, and reshape() needs a shape)
+    return z + dz.reshape(z.shape[:extra] + dz.shape[1:]), ladj.reshape(z.shape[:extra] + ladj.shape[1:])
 
 
 def _tolerance(dtype: torch.dtype, m: int) -> float:
@@ -91,34 +89,40 @@ def orthogonalize(
 
     Starts from ``q / |q|_F`` (all singular values in ``(0, 1]``) and iterates
     ``Q <- Q (I + (I - Q^T Q) / 2)``, which drives every singular value to 1 (quadratically near
-    convergence), until ``max |Q^T Q - I|_F <= tol`` over the batch. Warns if ``max_iter``
-    iterations do not reach ``tol``.
+    convergence), until ``max |Q^T Q - I|_F <= tol`` over the batch, testing every iterate up to
+    and including the last. Warns if ``max_iter`` iterations do not reach ``tol``.
 
     Whether to stop is a question the host asks of the device, which on a GPU waits for all the work
     queued before it. ``check_every`` (default: 1 on the CPU, where asking costs nothing, 8
     elsewhere) asks only every so many iterations; in between, the device itself holds ``Q`` at the
     first iterate that met ``tol``. The result, and its gradient, are those of stopping at that
-    iterate, whatever ``check_every`` is (``tests/transforms/test_posterior_flows.py``).
+    iterate, whatever ``check_every`` is (``tests/transforms/test_posterior_flows.py``). Under a
+    JIT trace (``JitTrace_ELBO``) the host never asks: all ``max_iter`` iterations are recorded,
+    the device holding the first converged iterate, so the traced graph stays right when later
+    parameters need more iterations than the traced ones did (and cannot warn).
     """
     tol = _tolerance(q.dtype, q.shape[-1]) if tol is None else tol
+    tracing = torch.jit.is_tracing()
     if check_every is None:
-        check_every = 1 if q.device.type == "cpu" else 8
+        check_every = 1 if q.device.type == "cpu" and not tracing else 8
     eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
     q = q / torch.linalg.matrix_norm(q, keepdim=True)
     done = None  # on the device: has an iterate met tol?
-    for i in range(max_iter):
+    for i in range(max_iter + 1):  # iterates 0 .. max_iter, each tested
         error = q.transpose(-2, -1) @ q - eye
         converged = torch.linalg.matrix_norm(error).max() <= tol
-        if check_every == 1:
+        if check_every == 1 and not tracing:
             if converged:
                 return q
-            q = q - 0.5 * q @ error
-            continue
-        done = converged if done is None else done | converged
-        q = torch.where(done, q, q - 0.5 * q @ error)
-        if (i + 1) % check_every == 0 and done:
-            return q
-    if done is not None and done:
+        else:
+            done = converged if done is None else done | converged
+            if not tracing and ((i + 1) % check_every == 0 or i == max_iter) and done:
+                return q
+        if i == max_iter:
+            break
+        update = q - 0.5 * q @ error
+        q = update if done is None else torch.where(done, q, update)
+    if tracing:
         return q
     warnings.warn(
         f"orthogonalize: |Q^T Q - I|_F did not reach {tol:g} in {max_iter} iterations; "
