@@ -1,0 +1,259 @@
+"""Three Pyro models that nobody here wrote, each a plain function with its data bound.
+
+* ``banana``: the banana-shaped ("warped Gaussian") target of Pyro's NeuTra example, 2 latents;
+* ``eight_schools``: Rubin's eight schools, non-centered as in Pyro's ``examples/eight_schools``,
+  10 latents;
+* ``logistic``: Bayesian logistic regression on scikit-learn's breast-cancer data, 11 latents.
+
+Each is registered in :data:`MODELS` as a :class:`PyroModel` (the model function, its plate
+nesting, its latent dimension and the two latents to draw against each other), which
+``examples/flow_guides.py``, ``benchmarks/pyro_guides.py`` and notebook 07 iterate::
+
+    from pyro_models import MODELS
+    spec = MODELS["banana"]
+    guide = AutoFlow(spec.model, "iaf", num_flows=2)
+
+The models take no arguments: every guide, ELBO, ``Predictive`` and ``NUTS`` call is ``f()``.
+The helpers below (:func:`make_svi`, :func:`elbo_estimate`, :func:`guide_samples`,
+:func:`nuts_samples`) are the protocol the example, the benchmark and the notebook share.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
+from pyro.infer.importance import vectorized_importance_weights
+
+__all__ = [
+    "PyroModel",
+    "MODELS",
+    "banana",
+    "eight_schools",
+    "logistic",
+    "breast_cancer",
+    "pair",
+    "make_svi",
+    "elbo_estimate",
+    "guide_samples",
+    "nuts_samples",
+]
+
+#: Parameters of the banana: Pyro's ``examples/neutra.py`` defaults (``--param-a``, ``--param-b``, ``rho``).
+BANANA_A, BANANA_B, BANANA_RHO = 1.15, 1.0, 0.9
+
+#: The eight schools' estimated effects and their standard errors (Rubin 1981; Pyro's ``examples/eight_schools/data.py``).
+SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
+SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
+
+#: How many of the breast-cancer features the logistic regression uses (the ten "mean ..." ones).
+LOGISTIC_FEATURES = 10
+#: Scale of the Normal prior on the logistic regression's intercept and weights.
+LOGISTIC_PRIOR_SCALE = 1.0
+
+
+def banana() -> None:
+    """The banana of Pyro's NeuTra example, as a two-site Pyro model.
+
+    Pyro's ``BananaShaped(a, b, rho)`` draws ``u ~ N(0, [[1, rho], [rho, 1]])`` and returns
+    ``x1 = a u_0``, ``x2 = u_1 / a + b (u_0^2 + a^2)``; the map has unit Jacobian, so the density
+    of ``(x1, x2)`` is the Gaussian's at ``u``. Written as a model, with ``u_0 = x1 / a``::
+
+        x1 ~ N(0, a^2),    x2 | x1 ~ N(rho u_0 / a + b (u_0^2 + a^2), (1 - rho^2) / a^2)
+
+    with ``a = 1.15, b = 1, rho = 0.9`` (the example's defaults). No data; latent dimension 2.
+    The density is normalized, so ``log Z = 0`` and a guide's ELBO is exactly ``-KL(q || p)``.
+
+    References:
+        Pyro, ``examples/neutra.py``; Hoffman et al., "NeuTra-lizing Bad Geometry in Hamiltonian
+        Monte Carlo Using Neural Transport", 2019; Wang, Broccardo & Song, "Hamiltonian Monte
+        Carlo Methods for Subset Simulation in Reliability Analysis", 2018.
+    """
+    a, b, rho = BANANA_A, BANANA_B, BANANA_RHO
+    x1 = pyro.sample("x1", dist.Normal(torch.tensor(0.0), a))
+    u0 = x1 / a
+    pyro.sample("x2", dist.Normal(rho * u0 / a + b * (u0**2 + a**2), (1 - rho**2) ** 0.5 / a))
+
+
+def eight_schools() -> None:
+    """Rubin's eight schools, non-centered, with the priors of Pyro's ``examples/eight_schools``::
+
+        mu ~ N(0, 10^2),  tau ~ HalfCauchy(25),  eta_j ~ N(0, 1),
+        y_j ~ N(mu + tau eta_j, sigma_j^2),  j = 1..8
+
+    Data: ``y = [28, 8, -3, 7, -1, 1, 18, 12]``, ``sigma = [15, 10, 16, 11, 9, 11, 10, 18]``.
+    Latent dimension 10 (``mu``, ``tau`` as ``log tau`` in unconstrained space, ``eta``). The
+    non-centered form removes most of the centered form's funnel; what is left is the
+    correlation of ``log tau`` with ``eta`` and a skewed ``log tau``.
+
+    References:
+        Rubin, "Estimation in Parallel Randomized Experiments", J. Educ. Stat. 1981; Gelman et al.,
+        Bayesian Data Analysis, 5.5; Pyro, ``examples/eight_schools/mcmc.py``.
+    """
+    y, sigma = torch.tensor(SCHOOLS_Y), torch.tensor(SCHOOLS_SIGMA)
+    mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0), 10.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(torch.tensor(25.0)))
+    with pyro.plate("schools", len(y)):
+        eta = pyro.sample("eta", dist.Normal(torch.tensor(0.0), 1.0))
+        pyro.sample("y", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+
+@functools.lru_cache(maxsize=1)
+def breast_cancer() -> Tuple[torch.Tensor, torch.Tensor]:
+    """The logistic regression's data: scikit-learn's breast-cancer set, standardized.
+
+    Returns:
+        ``(x, y)``: features ``(569, 10)`` (the ten "mean ..." features, each standardized to
+        mean 0 and standard deviation 1) and labels ``(569,)`` in ``{0, 1}`` (1 = benign).
+
+    Raises:
+        ImportError: without scikit-learn, with the command that installs it.
+    """
+    try:
+        from sklearn.datasets import load_breast_cancer
+    except ImportError as error:  # pragma: no cover - scikit-learn is in the data and test extras
+        raise ImportError("the logistic model needs scikit-learn: pip install -e '.[data]'") from error
+    data = load_breast_cancer()
+    x = torch.as_tensor(data.data[:, :LOGISTIC_FEATURES], dtype=torch.get_default_dtype())
+    x = (x - x.mean(0)) / x.std(0)
+    return x, torch.as_tensor(data.target, dtype=x.dtype)
+
+
+def logistic() -> None:
+    """Bayesian logistic regression on scikit-learn's breast-cancer data (Wisconsin diagnostic)::
+
+        w_0 ~ N(0, 1),  w ~ N(0, I_10),  y_n ~ Bernoulli(sigmoid(w_0 + x_n . w)),  n = 1..569
+
+    ``x_n``: the ten "mean ..." features (radius, texture, perimeter, area, smoothness,
+    compactness, concavity, concave points, symmetry, fractal dimension), standardized. Radius,
+    perimeter and area are nearly collinear, so the posterior is strongly correlated: what a
+    mean-field guide cannot represent. Latent dimension 11.
+
+    References:
+        Street, Wolberg & Mangasarian, "Nuclear feature extraction for breast tumor diagnosis",
+        1993 (the data); ``sklearn.datasets.load_breast_cancer``.
+    """
+    x, y = breast_cancer()
+    scale = LOGISTIC_PRIOR_SCALE
+    intercept = pyro.sample("intercept", dist.Normal(torch.tensor(0.0), scale))
+    weights = pyro.sample("weights", dist.Normal(torch.zeros(x.shape[-1]), scale).to_event(1))
+    # under a particle plate (dim -2), intercept is (P, 1) and weights (P, 1, 10): the 1 is the data dim
+    logits = intercept + (weights * x).sum(-1)
+    with pyro.plate("data", len(y), dim=-1):
+        pyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
+
+
+@dataclass(frozen=True)
+class PyroModel:
+    """A model of :data:`MODELS` and what the examples need to know about it.
+
+    Attributes:
+        name: its key in :data:`MODELS`.
+        model: the Pyro model, a function of no arguments.
+        max_plate_nesting: how many plates it nests (for vectorized particles).
+        latent_dim: size of its unconstrained latent vector.
+        pair: two ``(site, index)`` latents to draw against each other, ``index`` ``None`` for a
+            scalar site; the value drawn is the unconstrained one (see :func:`pair`).
+        labels: axis labels of the pair.
+        description: one line.
+    """
+
+    name: str
+    model: Callable[[], None]
+    max_plate_nesting: int
+    latent_dim: int
+    pair: Tuple[Tuple[str, object], Tuple[str, object]]
+    labels: Tuple[str, str]
+    description: str
+
+
+#: Model name -> :class:`PyroModel`.
+MODELS: Dict[str, PyroModel] = {
+    "banana": PyroModel(
+        "banana", banana, 0, 2, (("x1", None), ("x2", None)), ("x1", "x2"),
+        "banana of Pyro's NeuTra example (a=1.15, b=1, rho=0.9), log Z = 0",
+    ),
+    "eight_schools": PyroModel(
+        "eight_schools", eight_schools, 1, 10, (("mu", None), ("tau", None)), ("mu", "log tau"),
+        "eight schools, non-centered (Pyro's priors)",
+    ),
+    "logistic": PyroModel(
+        "logistic", logistic, 1, 11, (("weights", 0), ("weights", 2)), ("w radius", "w perimeter"),
+        "logistic regression, breast cancer (569 x 10 standardized features, N(0, 1) prior)",
+    ),
+}
+
+
+def pair(spec: PyroModel, samples: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The two plotted latents of ``spec`` from constrained ``samples`` (site -> ``(S, *shape)``).
+
+    Positive sites (``tau``) are drawn on the log scale, where their posterior lives for the guides.
+
+    Returns:
+        ``(S, 2)``.
+    """
+    columns = []
+    for site, index in spec.pair:
+        value = samples[site].detach().reshape(len(samples[site]), -1)
+        value = value[:, 0] if index is None else value[:, index]
+        columns.append(value.log() if site == "tau" else value)
+    return torch.stack(columns, -1)
+
+
+def make_svi(spec: PyroModel, guide: Callable, lr: float, particles: int, clip_norm: float = 10.0) -> SVI:
+    """SVI on ``spec.model`` with ``guide``: ``ClippedAdam(lr, clip_norm)``, ``particles`` vectorized particles.
+
+    The same optimizer and ELBO for every guide (``Trace_ELBO``, reparameterized gradients).
+    """
+    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=spec.max_plate_nesting)
+    return SVI(spec.model, guide, pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm}), elbo)
+
+
+def elbo_estimate(spec: PyroModel, guide: Callable, num_samples: int = 10000, chunk: int = 2000) -> Tuple[float, float]:
+    """The ELBO ``E_q[log p(z, data) - log q(z)]`` of a trained guide, and its standard error.
+
+    ``num_samples`` draws from the guide in chunks of ``chunk`` (Pyro's
+    ``vectorized_importance_weights``), with the guide in ``eval()`` mode, so that flows with an
+    estimated log-det score with their exact one where they offer it (``eval_ladj``,
+    ``eval_trace``). On the banana, ``log Z = 0`` and the ELBO is ``-KL(q || p)``.
+
+    Returns:
+        ``(mean, standard error)`` in nats.
+    """
+    was_training = getattr(guide, "training", False)
+    if hasattr(guide, "eval"):
+        guide.eval()
+    try:
+        weights = []
+        for start in range(0, num_samples, chunk):
+            size = min(chunk, num_samples - start)
+            log_w, _, _ = vectorized_importance_weights(
+                spec.model, guide, num_samples=size, max_plate_nesting=spec.max_plate_nesting
+            )
+            weights.append(log_w.detach().reshape(size))
+    finally:
+        if was_training:
+            guide.train()
+    log_w = torch.cat(weights)
+    return log_w.mean().item(), (log_w.std() / num_samples**0.5).item()
+
+
+@torch.no_grad()
+def guide_samples(spec: PyroModel, guide: Callable, num_samples: int) -> Dict[str, torch.Tensor]:
+    """``num_samples`` draws of every latent site from the guide, constrained (``Predictive``)."""
+    sites = [name for name, _ in spec.pair]
+    samples = Predictive(spec.model, guide=guide, num_samples=num_samples, parallel=True, return_sites=sites)()
+    return samples
+
+
+def nuts_samples(spec: PyroModel, warmup: int, num_samples: int, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """A NUTS reference: ``num_samples`` draws after ``warmup`` steps, one chain (site -> ``(S, *shape)``)."""
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(NUTS(spec.model), warmup_steps=warmup, num_samples=num_samples, disable_progbar=True)
+    mcmc.run()
+    return mcmc.get_samples()
