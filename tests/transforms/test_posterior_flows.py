@@ -330,6 +330,28 @@ def test_orthogonalize_warns_when_it_does_not_converge():
         orthogonalize(torch.randn(3, 8, 4), max_iter=1)
 
 
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_orthogonalize_accepts_a_last_iterate_that_converged(check_every):
+    """With exactly as many iterations as ``q`` needs, the last iterate meets the tolerance: no
+    warning, and the same result as with room to spare; one iteration fewer warns."""
+    import warnings
+
+    from tests.host_reads import HostReads
+    from vaeflows.transforms.sylvester import orthogonalize
+
+    raw = torch.randn(4, 10, 3, generator=torch.Generator().manual_seed(1))
+    reads = HostReads()
+    with reads:
+        expected = orthogonalize(raw, check_every=1)
+    needed = len(reads.reads) - 1  # one host check per iterate 0 .. needed
+    assert needed >= 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(orthogonalize(raw, max_iter=needed, check_every=check_every), expected)
+    with pytest.warns(UserWarning, match="did not reach"):
+        orthogonalize(raw, max_iter=needed - 1, check_every=check_every)
+
+
 @forms
 def test_iaf_paper_width_log_det_per_step(form):
     """With the paper's MADE width (320, 320) and perturbed weights, gates saturate and the Jacobian

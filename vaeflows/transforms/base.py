@@ -194,10 +194,15 @@ class FlowStack(CachedLadjTransform):
     score values it produced itself (each of them while it is alive: see
     :class:`CachedLadjTransform`).
 
-    ``batch_shape`` is the parameters' batch shape (an amortized flow's context's leading dims): a
-    ``z`` with fewer leading dims is broadcast to it, so that an unbatched ``z`` of shape ``(D,)``
-    and a context ``(B, C)`` give ``(B, D)``; otherwise the latent's leading dims (particles,
-    sample shapes) broadcast against the parameters' as they are.
+    ``batch_shape`` is the parameters' batch shape (an amortized flow's context's leading dims):
+    the leading dims of ``z`` (particles, sample shapes, none) are broadcast against it, both ways,
+    and ``forward_shape``/``inverse_shape`` say so::
+
+        forward_shape((*lead, D)) = inverse_shape((*lead, D)) = (*broadcast(lead, batch_shape), D)
+
+    so that an unbatched ``z`` of shape ``(D,)`` and a context ``(B, C)`` give ``(B, D)``, and a
+    ``TransformedDistribution`` over an unbatched base has batch shape ``(B,)``. The event is a
+    vector both ways (``domain`` and ``codomain`` are ``real_vector``).
     """
 
     def __init__(
@@ -213,9 +218,19 @@ class FlowStack(CachedLadjTransform):
         self.invertible = invertible
         self.batch_shape = tuple(batch_shape)
 
+    def forward_shape(self, shape: Sequence[int]) -> torch.Size:
+        return torch.broadcast_shapes(tuple(shape[:-1]), self.batch_shape) + torch.Size(shape[-1:])
+
+    def inverse_shape(self, shape: Sequence[int]) -> torch.Size:
+        return self.forward_shape(shape)
+
+    def _broadcast(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` expanded to ``forward_shape(z.shape)`` (a view): every step sees the full batch."""
+        shape = self.forward_shape(z.shape)
+        return z if z.shape == shape else z.expand(shape)
+
     def _call(self, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() <= len(self.batch_shape):  # fewer leading dims than the context: broadcast
-            z = z.expand(torch.broadcast_shapes(z.shape[:-1], self.batch_shape) + z.shape[-1:])
+        z = self._broadcast(z)
         ladj = None
         for step in self.steps:
             z_next = step(z)
@@ -231,8 +246,10 @@ class FlowStack(CachedLadjTransform):
                 f"The {self.name} flow has no analytic inverse, so it can only score values it "
                 "produced itself (the same tensor object). Score samples drawn from this very "
                 "transform, build a fresh one with .condition(context) for every sample site, "
-                "or use an invertible flow (iaf, householder) to score arbitrary values."
+                "or use a flow with an inverse (iaf, householder; residual and ffjord "
+                "numerically) to score arbitrary values."
             )
+        z = self._broadcast(z)
         for step in reversed(self.steps):
             z = step.inv(z)
         self._cached_ladj = None  # the forward pass at the recovered input computes it on demand
