@@ -131,6 +131,34 @@ def test_median_and_quantiles_of_a_flow_posterior_are_its_marginals():
         guide.quantiles([1.5])
 
 
+def test_monte_carlo_quantiles_unpack_plated_and_simplex_sites_as_the_guide_does():
+    """On a model with a latent inside a plate and a simplex site, the flow posterior's quantiles
+    have each site's shape and agree, within Monte Carlo error, with the quantiles of the values
+    the guide itself puts at each site (Pyro's ``Predictive``, an independent route)."""
+
+    def plated():
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3)))
+        with pyro.plate("groups", 4):
+            pyro.sample("eta", dist.Normal(mu + weights[..., :1], 1.0))
+
+    pyro.set_rng_seed(0)
+    guide = AutoFlow(plated, "iaf", num_flows=2, base="full")
+    guide()
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    levels = [0.25, 0.5, 0.75]
+    found = guide.quantiles(levels, num_samples=8000)
+    drawn = Predictive(plated, guide=guide, num_samples=8000, parallel=True, return_sites=list(found))()
+    for site, shape in (("mu", ()), ("weights", (3,)), ("eta", (4,))):
+        assert found[site].shape == (3, *shape)
+        values = drawn[site].reshape(8000, *shape)
+        expected = torch.quantile(values, torch.tensor(levels), dim=0)
+        torch.testing.assert_close(found[site], expected, rtol=0, atol=0.08)  # ~3 Monte Carlo sd
+    assert guide.median(num_samples=100)["eta"].shape == (4,)
+
+
 OBJECTIVES = {
     "Trace_ELBO": lambda: Trace_ELBO(),
     "TraceMeanField_ELBO": lambda: TraceMeanField_ELBO(),

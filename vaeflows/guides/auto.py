@@ -33,17 +33,18 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Optional, Sequence, Union
 
 import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
 from pyro.distributions.transforms import LowerCholeskyAffine
 from pyro.distributions.util import eye_like
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import nn
-from pyro.distributions import constraints
 from torch.distributions import AffineTransform, ComposeTransform, Transform, biject_to
 
 from ..transforms import POSTERIOR_FLOWS, posterior_flow
@@ -263,10 +264,15 @@ class AutoFlow(AutoContinuous):
         if not isinstance(num_samples, int) or num_samples < 2:
             raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}")
         latent = self.get_posterior(*args, **kwargs).sample((num_samples,))
-        result = {}
-        for site, unconstrained in self._unpack_latent(latent):
+        result, start = {}, 0
+        # each site's slice, with the draws on the left of its own shape (plates included)
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            shape = self._unconstrained_shapes[name]
+            size = math.prod(shape)
+            unconstrained = latent[:, start : start + size].reshape((num_samples,) + tuple(shape))
+            start += size
             value = biject_to(site["fn"].support)(unconstrained)
-            result[site["name"]] = torch.quantile(value, levels, dim=0)
+            result[name] = torch.quantile(value, levels, dim=0)
         return result
 
     @torch.no_grad()
