@@ -106,7 +106,7 @@ def test_cli_density_on_8bit_images_reports_bits_per_dim(tmp_path, monkeypatch, 
 def test_bits_per_dim_bound_matches_exact_discrete_probability():
     """x = sigmoid(z), z ~ N(0, 1): P(k) = Phi(logit((k+1)/256)) - Phi(logit(k/256)) exactly; the
     uniform-dequantization bound (8-bit scaling and logit Jacobian included) lies just below it."""
-    model = FlowDensity(FlowSequence([Logit(1, alpha=0.0)], 1), (1,)).double()
+    model = FlowDensity(FlowSequence([Logit(1, alpha=0.0)]), (1,)).double()
     k = torch.tensor([3.0, 60.0, 128.0, 200.0], dtype=torch.float64)
     normal = torch.distributions.Normal(0.0, 1.0)
     logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731

@@ -95,7 +95,7 @@ class VariationalDequantizer(nn.Module):
             )
             for k in range(num_steps)
         ]
-        self.flow = FlowSequence([*couplings, Logit(3, alpha=0.0)], 3)
+        self.flow = FlowSequence([*couplings, Logit(3, alpha=0.0)])
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         e = torch.randn_like(x)

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .freeform import CNFBlock, ResidualBlock
 from .layers import (
     ActNorm,
     Bijection,
@@ -43,7 +44,6 @@ from .layers import (
     channel_mask,
     checkerboard_mask,
 )
-from .freeform import CNFBlock, ResidualBlock
 from .nets import CouplingCNN, CouplingMLP
 
 __all__ = [
@@ -85,6 +85,23 @@ class FlowDensity(nn.Module):
 
     Shapes:
         ``log_prob``: ``x`` ``(..., *event_shape)`` -> ``(...)``; ``sample(n)`` -> ``(n, *event_shape)``.
+
+    As a Pyro distribution: ``flow`` is a Pyro transform from noise to data (domain event dims
+    ``len(noise_shape)``, codomain ``len(event_shape)``), so it goes into
+    ``TransformedDistribution`` as it is, **not** ``.inv``, on the standard normal of
+    ``noise_shape``; its ``log_prob`` is this model's (unconditional models only: a transform
+    takes no context). :meth:`log_prob` is the cheaper route, one inverse pass where
+    ``TransformedDistribution`` runs two (the inverse, then the log-det from the data side).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> model = density_flow("nice", (1, 4, 4), num_steps=2, hidden=8)
+        >>> base = dist.Normal(torch.zeros(model.noise_shape), 1.0).to_event(len(model.noise_shape))
+        >>> p = dist.TransformedDistribution(base, [model.flow])
+        >>> x = p.sample((3,)); p.event_shape, x.shape
+        (torch.Size([1, 4, 4]), torch.Size([3, 1, 4, 4]))
+        >>> torch.allclose(p.log_prob(x), model.log_prob(x))
+        True
     """
 
     def __init__(
@@ -172,7 +189,7 @@ def _vector_model(
     layers = build_layers(dim)
     if len(shape) == 3:
         layers.append(Flatten(shape))
-    return FlowDensity(FlowSequence(layers, 1), shape, (dim,), context_dim, name)
+    return FlowDensity(FlowSequence(layers), shape, (dim,), context_dim, name)
 
 
 def _check_levels(shape: Shape, num_levels: int, squeezes: int) -> None:
@@ -305,7 +322,7 @@ def realnvp(
     def level(level_shape: Shape, left: int) -> FlowSequence:
         c, h, w = level_shape
         if left == 1:
-            return FlowSequence(couplings(level_shape, checkerboard_mask, num_steps + 1), 3)
+            return FlowSequence(couplings(level_shape, checkerboard_mask, num_steps + 1))
         squeezed = (4 * c, h // 2, w // 2)
         return FlowSequence(
             [
@@ -314,11 +331,10 @@ def realnvp(
                 *couplings(squeezed, channel_mask, num_steps),
                 Unsqueeze(),
                 *couplings(level_shape, checkerboard_mask, num_steps),
-            ],
-            3,
+            ]
         )
 
-    flow = FlowSequence([level(shape, levels), Logit(3, alpha)], 3)
+    flow = FlowSequence([level(shape, levels), Logit(3, alpha)])
     return FlowDensity(flow, shape, context_dim=context_dim, name="realnvp")
 
 
@@ -366,7 +382,7 @@ def glow(
     def level(level_shape: Shape, left: int) -> FlowSequence:
         c, h, w = level_shape
         inner = [] if left == 1 else [FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c)]
-        return FlowSequence([Squeeze(), *inner, *steps((4 * c, h // 2, w // 2)), Unsqueeze()], 3)
+        return FlowSequence([Squeeze(), *inner, *steps((4 * c, h // 2, w // 2)), Unsqueeze()])
 
     return FlowDensity(level(shape, levels), shape, context_dim=context_dim, name="glow")
 

@@ -5,7 +5,10 @@ Direction (as everywhere in vaeflows): **noise to data**. ``forward_and_ladj(z)`
 forward log-determinant ``log|det df/dz|`` at that ``z``, from one computation. A density is scored
 through ``inverse_and_ladj``: ``log p(x) = log p_0(z) - log|det df/dz|``. The layers keep no cache
 (``cache_size=0``), so a value is never scored through a stale or foreign cache entry; as Pyro
-transforms, ``layer(z)``, ``layer.inv(x)`` and ``layer.log_abs_det_jacobian(z, x)`` also work.
+transforms, ``layer(z)``, ``layer.inv(x)`` and ``layer.log_abs_det_jacobian(z, x)`` also work, and
+each layer's ``domain``/``codomain`` event dims and ``forward_shape``/``inverse_shape`` say what it
+does to shapes (a layer that reshapes, :class:`Squeeze`, :class:`Flatten`, says so), so a whole
+flow drops into ``TransformedDistribution`` (see :class:`~.flows.FlowDensity`).
 
 The maths are functions on batched parameters (:func:`affine`, :func:`affine_inverse`,
 :func:`squeeze`, :func:`unsqueeze`); the modules hold parameters. Shapes: an event of ``event_ndim``
@@ -41,7 +44,7 @@ import torch.nn.functional as F
 from pyro.distributions import TransformModule
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch import nn
-from torch.distributions import constraints
+from torch.distributions import ComposeTransform, ReshapeTransform, constraints
 
 __all__ = [
     "Bijection",
@@ -67,6 +70,7 @@ __all__ = [
 
 Tensor = torch.Tensor
 Pair = Tuple[Tensor, Tensor]
+Shape = Tuple[int, ...]
 
 
 def sum_event(t: Tensor, event_ndim: int) -> Tensor:
@@ -150,17 +154,28 @@ class Bijection(TransformModule, abc.ABC):
     :meth:`inverse_and_ladj`; both return the forward ``log|det dx/dz|`` of shape
     ``batch_shape``. ``context`` (shape ``(..., context_dim)``) is ignored by unconditional layers.
 
+    As a Pyro transform: ``domain`` has ``event_ndim`` event dims and ``codomain``
+    ``codomain_ndim``; a layer keeps the shape of its input unless it overrides ``forward_shape``
+    and ``inverse_shape`` (as torch's ``Transform``), so that for ``z`` of shape
+    ``(*batch, *event)``: ``layer(z).shape == layer.forward_shape(z.shape)`` and the log-det has
+    shape ``batch``. ``log_abs_det_jacobian(z, x)`` is computed from the data side,
+    ``inverse_and_ladj(x)``: the very computation :meth:`~.flows.FlowDensity.log_prob` scores
+    with, so ``TransformedDistribution``, which inverts ``x`` first, gives the same ``log p(x)``.
+
     Args:
-        event_ndim: number of event dims (1 for vectors, 3 for images).
+        event_ndim: number of event dims of the noise side (1 for vectors, 3 for images).
+        codomain_ndim: number of event dims of the data side (default ``event_ndim``).
     """
 
     bijective = True
 
-    def __init__(self, event_ndim: int) -> None:
+    def __init__(self, event_ndim: int, codomain_ndim: Optional[int] = None) -> None:
         super().__init__(cache_size=0)
         self.event_ndim = event_ndim
         self.domain = constraints.independent(constraints.real, event_ndim)
-        self.codomain = constraints.independent(constraints.real, event_ndim)
+        self.codomain = constraints.independent(
+            constraints.real, event_ndim if codomain_ndim is None else codomain_ndim
+        )
 
     @abc.abstractmethod
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
@@ -177,20 +192,35 @@ class Bijection(TransformModule, abc.ABC):
         return self.inverse_and_ladj(x)[0]
 
     def log_abs_det_jacobian(self, z: Tensor, x: Tensor) -> Tensor:
-        return self.forward_and_ladj(z)[1]
+        return self.inverse_and_ladj(x)[1]
 
 
 class FlowSequence(Bijection):
     """Layers applied in order, noise to data: ``x = f_n(... f_1(z))``; log-dets add up.
 
+    The event dims and shapes compose as in torch's ``ComposeTransform``: e.g. vector layers
+    followed by a :class:`Flatten` to ``(C, H, W)`` take events of 1 dim to events of 3.
+
     Args:
-        layers: the layers, first applied to the noise.
-        event_ndim: event dims of the input.
+        layers: the layers, first applied to the noise (at least one).
     """
 
-    def __init__(self, layers: Sequence[Bijection], event_ndim: int) -> None:
-        super().__init__(event_ndim)
+    def __init__(self, layers: Sequence[Bijection]) -> None:
+        if not layers:
+            raise ValueError("a FlowSequence needs at least one layer")
+        composed = ComposeTransform(list(layers))
+        super().__init__(composed.domain.event_dim, composed.codomain.event_dim)
         self.layers = nn.ModuleList(layers)
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        for layer in self.layers:
+            shape = layer.forward_shape(shape)
+        return torch.Size(shape)
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        for layer in reversed(self.layers):
+            shape = layer.inverse_shape(shape)
+        return torch.Size(shape)
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
         total = 0.0
@@ -380,6 +410,16 @@ class InvertibleLinear(Bijection):
         return self._matmul(x, torch.linalg.inv(self.weight())), self._ladj(x)
 
 
+def _squeezed_shape(shape: Shape) -> torch.Size:
+    *lead, c, h, w = shape
+    return torch.Size((*lead, 4 * c, h // 2, w // 2))
+
+
+def _unsqueezed_shape(shape: Shape) -> torch.Size:
+    *lead, c4, h, w = shape
+    return torch.Size((*lead, c4 // 4, 2 * h, 2 * w))
+
+
 class Squeeze(Bijection):
     """:func:`squeeze` as a layer: ``(C, H, W) -> (4C, H/2, W/2)``, volume preserving.
 
@@ -388,6 +428,12 @@ class Squeeze(Bijection):
 
     def __init__(self) -> None:
         super().__init__(3)
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        return _squeezed_shape(shape)
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        return _unsqueezed_shape(shape)
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
         return squeeze(z), z.new_zeros(z.shape[:-3])
@@ -398,6 +444,12 @@ class Squeeze(Bijection):
 
 class Unsqueeze(Squeeze):
     """:func:`unsqueeze` as a layer: ``(4C, H, W) -> (C, 2H, 2W)``; direction noise to data."""
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        return _unsqueezed_shape(shape)
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        return _squeezed_shape(shape)
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
         return super().inverse_and_ladj(z)
@@ -422,6 +474,17 @@ class FactorOut(Bijection):
         self.flow = flow
         self.split = split
 
+    def _shape(self, shape: Shape, method: str) -> torch.Size:
+        *lead, c, h, w = shape
+        *lead, c, h, w = getattr(self.flow, method)((*lead, c - self.split, h, w))
+        return torch.Size((*lead, c + self.split, h, w))
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        return self._shape(shape, "forward_shape")
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        return self._shape(shape, "inverse_shape")
+
     def _run(self, v: Tensor, context: Optional[Tensor], method: str) -> Pair:
         out, rest = v[..., : self.split, :, :], v[..., self.split :, :, :]
         rest, ladj = getattr(self.flow, method)(rest, context)
@@ -436,15 +499,24 @@ class FactorOut(Bijection):
 
 class Flatten(Bijection):
     """Reshape a ``(D,)`` vector to an event of ``shape`` (e.g. ``(C, H, W)``): vector flows
-    (NICE, MAF) on images. Direction: noise (flat) to data (shaped); volume preserving.
+    (NICE, MAF) on images. Direction: noise (flat) to data (shaped); volume preserving. Its
+    domain has 1 event dim, its codomain ``len(shape)``; the shapes are those of torch's
+    ``ReshapeTransform((D,), shape)``.
 
     Args:
         shape: the data's event shape.
     """
 
     def __init__(self, shape: Sequence[int]) -> None:
-        super().__init__(1)
+        super().__init__(1, len(shape))
         self.shape = tuple(shape)
+        self.reshape = ReshapeTransform((math.prod(self.shape),), self.shape)
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        return torch.Size(self.reshape.forward_shape(shape))
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        return torch.Size(self.reshape.inverse_shape(shape))
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
         return z.reshape(*z.shape[:-1], *self.shape), z.new_zeros(z.shape[:-1])
