@@ -158,3 +158,15 @@ def test_flow_posterior_expands_under_plates_and_refuses_non_vector_flows():
     assert z.shape == (6, 4, 3)
     with pytest.raises(ValueError, match="flow on vectors"):
         FlowPosterior(dist.Normal(torch.zeros(4), 1.0), flow.condition(torch.randn(4, 5)))
+
+
+def test_flow_posterior_of_an_unbatched_base_takes_the_contexts_batch_shape():
+    """An amortized flow broadcasts an unbatched ``z_0`` against its context ``(B, C)``: the
+    distribution's batch shape is ``(B,)``, as TransformedDistribution's, and so are its scores."""
+    flow = posterior_flow("radial", 3, 2, context_dim=5)
+    base, h = DiagonalNormal(torch.zeros(3), torch.ones(3)), torch.randn(4, 5)
+    stack = flow.condition(h)
+    q, reference = FlowPosterior(base, stack), dist.TransformedDistribution(base, [stack])
+    assert q.batch_shape == reference.batch_shape == (4,)
+    z = q.rsample()
+    assert z.shape == (4, 3) and q.log_prob(z).shape == (4,)

@@ -248,9 +248,11 @@ class FlowPosterior(TransformedDistribution):
                 f"{flow.domain.event_dim} -> {flow.codomain.event_dim}; use TransformedDistribution"
             )
         # What TransformedDistribution.__init__ works out for any transforms, known here: a flow
-        # on vectors keeps the base's batch and event shapes.
+        # on vectors keeps the event shape (D,), and its forward_shape gives the batch shape (an
+        # amortized flow broadcasts an unbatched base against its context's batch).
         self.base_dist, self.transforms, self.flow = base_dist, [flow], flow
-        Distribution.__init__(self, base_dist.batch_shape, base_dist.event_shape, validate_args=validate_args)
+        batch_shape = flow.forward_shape(base_dist.batch_shape + base_dist.event_shape)[:-1]
+        Distribution.__init__(self, batch_shape, base_dist.event_shape, validate_args=validate_args)
         self._sample: Optional[torch.Tensor] = None
         self._base_sample: Optional[torch.Tensor] = None
 
