@@ -1,6 +1,7 @@
 """The speed benchmarks run, and their built-in checks hold, at a tiny budget (the figures are not checked)."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ def _load(name: str):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -64,3 +66,42 @@ def test_epoch_throughput_runs(tmp_path):
             "--steps", "2", "--block", "1", "--matmul-size", "256", "--out", str(out)]
     assert epoch.main(argv) == 0
     assert "GFLOP" in out.read_text()
+
+
+def _table_rows(text: str, model: str):
+    """The data rows of ``model``'s table in a pyro_guides results file: guide name -> cells."""
+    section = text.split(f"\n## {model}\n", 1)[1]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| ") and not line.startswith("| guide |"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_pyro_guides_quick_writes_every_guide_with_finite_numbers(tmp_path):
+    """Every guide of the benchmark (zuko's only where zuko is installed) builds, trains and is scored."""
+    out = tmp_path / "pyro_guides.md"
+    pyro_guides = _load("pyro_guides")
+    assert pyro_guides.main(["--quick", "--models", "banana", "--out", str(out)]) == 0
+    rows = _table_rows(out.read_text(), "banana")
+    expected = [spec.name for spec in pyro_guides.guide_specs(pyro_guides.zuko_available())]
+    assert list(rows) == expected
+    assert any(name.startswith("AutoFlow ") for name in rows) and "AutoIAFNormal" in rows
+    for name, cells in rows.items():
+        elbo = float(cells[2].strip("*").split(" +- ")[0])
+        ratio = float(cells[6].split(" ")[0])
+        assert math.isfinite(elbo) and ratio > 0, (name, cells)
+
+
+def test_pyro_guides_without_zuko_skips_its_rows_and_says_how_to_install_it(tmp_path, monkeypatch):
+    out = tmp_path / "pyro_guides.md"
+    pyro_guides = _load("pyro_guides")
+    monkeypatch.setattr(pyro_guides, "zuko_available", lambda: False)
+    argv = ["--quick", "--models", "banana", "--guides", "AutoDiagonalNormal", "--out", str(out)]
+    assert pyro_guides.main(argv) == 0
+    text = out.read_text()
+    assert "pip install -e '.[bench]'" in text
+    assert list(_table_rows(text, "banana")) == ["AutoDiagonalNormal", "AutoIAFNormal"]
+    with pytest.raises(SystemExit):
+        pyro_guides.main(["--quick", "--guides", "zuko MAF (ZukoToPyro)", "--out", str(out)])
