@@ -169,7 +169,7 @@ def test_corrupt_checkpoint(run_dir, tmp_path):
 
 def test_epochs_zero(tmp_path):
     code, _, err = run([*TRAIN, "--epochs", "0", "--out", tmp_path / "r"])
-    assert_one_line_error(code, err, "epochs must be >= 1")
+    assert_one_line_error(code, err, "epochs must be an integer >= 1")
 
 
 def test_iwae_samples_zero(tmp_path):

@@ -1,5 +1,6 @@
 """Tests of vaeflows.data: the real files of ../shared/data, small generated files, and the errors."""
 
+import gzip
 import shutil
 import stat
 import sys
@@ -16,6 +17,7 @@ from vaeflows.data import (
     check_images,
     load_dataset,
 )
+from vaeflows.data.files import read_idx
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(
@@ -269,21 +271,19 @@ def test_missing_scipy_is_a_clear_import_error(tmp_path, monkeypatch):
 def test_dynamic_mnist_from_copy(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     shutil.copytree(SHARED / "MNIST" / "raw", raw)
-    raw.chmod(0o555)  # a read-only folder: the loader refuses to extract into it, even as root
+    raw.chmod(0o555)  # a read-only folder of .gz files: read as it is, nothing extracted
     try:
-        with pytest.raises(PermissionError, match="copy the folder MNIST/raw"):
-            load_dataset("dynamic-mnist", str(tmp_path))
+        data = load_dataset("dynamic-mnist", str(tmp_path))
     finally:
         raw.chmod(stat.S_IRWXU)
-    data = load_dataset("dynamic-mnist", str(tmp_path))
+    assert sorted(p.name for p in raw.iterdir()) == sorted(p.name for p in (SHARED / "MNIST" / "raw").iterdir())
     assert [len(x) for x in (data.train, data.valid, data.test)] == [50000, 10000, 10000]
     assert data.dynamic_binarization and data.likelihood == "bernoulli"
     assert not _binary(data.train) and 0 <= data.train.min() and data.train.max() == 1
     assert _binary(data.valid) and _binary(data.test)
     # valid: the last 10000 training images, binarized once with seed 777 (then test, same stream)
-    from torchvision.datasets import MNIST
-
-    grey = MNIST(str(tmp_path), train=True).data[50000:].numpy() / 255.0
+    with gzip.open(raw / "train-images-idx3-ubyte.gz") as handle:  # IDX: a 16-byte header, then pixels
+        grey = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)[50000:] / 255.0
     expected = np.random.RandomState(777).binomial(1, grey.astype(np.float32))
     assert torch.equal(data.valid[:, 0], torch.from_numpy(expected).float())
     assert _binary(data.binarize(data.train[:100]))
@@ -346,3 +346,37 @@ def test_digits_without_sklearn(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match="pip install scikit-learn"):
         load_dataset("digits")
+
+
+# --- IDX files (MNIST's format) ------------------------------------------------------------------
+
+
+def _write_idx(path: Path, images: np.ndarray, cut: int = 0) -> None:
+    header = bytes([0, 0, 8, images.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in images.shape)
+    raw = header + images.tobytes()
+    raw = raw[: len(raw) - cut]
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(raw)
+    else:
+        path.write_bytes(raw)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx(tmp_path, suffix):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / f"x-idx3-ubyte{suffix}"
+    _write_idx(path, images)
+    assert np.array_equal(read_idx(path), images)
+
+
+def test_read_idx_refuses_a_truncated_file(tmp_path):
+    path = tmp_path / "x-idx3-ubyte"
+    _write_idx(path, np.zeros((2, 3, 4), np.uint8), cut=5)
+    with pytest.raises(ValueError, match="x-idx3-ubyte' is not a complete IDX file.*download it again"):
+        read_idx(path)
+    gz = tmp_path / "x-idx3-ubyte.gz"
+    _write_idx(gz, np.zeros((2, 3, 4), np.uint8))
+    gz.write_bytes(gz.read_bytes()[:-12])  # the gzip stream cut short
+    with pytest.raises(ValueError, match="x-idx3-ubyte.gz' cannot be read.*download it again"):
+        read_idx(gz)

@@ -1,10 +1,8 @@
 """Training through ``fit``, the CLI, energy fits, dequantization and bits/dim, on tiny problems."""
 
-import gzip
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -25,7 +23,6 @@ from vaeflows.density import (
     fit_energy,
     toy_data,
 )
-from vaeflows.density.data import _read_idx
 from vaeflows.infer.training import TrainConfig
 
 
@@ -137,15 +134,6 @@ def test_variational_dequantizer_noise_and_log_density():
     jac = torch.autograd.functional.jacobian(lambda v: deq.flow.forward_and_ladj(v, context)[0].reshape(3, -1), e)
     jac = jac.reshape(3, 16, 3, 16)[torch.arange(3), :, torch.arange(3), :]
     torch.testing.assert_close(ladj, torch.linalg.slogdet(jac).logabsdet, rtol=0, atol=1e-9)
-
-
-def test_read_idx(tmp_path):
-    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    header = bytes([0, 0, 8, 3]) + b"".join(int(s).to_bytes(4, "big") for s in images.shape)
-    path = tmp_path / "x-idx3-ubyte.gz"
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + images.tobytes())
-    assert np.array_equal(_read_idx(path), images)
 
 
 def test_mnist_without_files_says_where_to_get_them(tmp_path):

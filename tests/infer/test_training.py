@@ -199,10 +199,10 @@ def test_improvements_reset_patience_and_patience_zero_never_stops(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"epochs": 0}, "epochs must be >= 1"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"warmup": -1}, "warmup must be >= 0"),
-        ({"lr": 0.0}, "lr must be > 0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"warmup": -1}, "warmup must be an integer >= 0"),
+        ({"lr": 0.0}, "lr must be a finite number > 0"),
         ({"optimizer": "sgd"}, "unknown optimizer 'sgd'.*adamax.*adam"),
     ],
 )

@@ -158,7 +158,7 @@ def test_residual_bad_options():
         posterior_flow("residual", 3, 2, coeff=1.0)
     with pytest.raises(ValueError, match="unknown ladj"):
         posterior_flow("residual", 3, 2, ladj="neumann")
-    with pytest.raises(ValueError, match="unknown option.*hiden_dims.*known: hidden_dims"):
+    with pytest.raises(TypeError, match="unknown option.*hiden_dims.*known: hidden_dims"):
         posterior_flow("residual", 3, 2, hiden_dims=(4,))
     with pytest.raises(ValueError, match="unknown trace"):
         posterior_flow("ffjord", 3, 1, trace="approx")

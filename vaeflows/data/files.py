@@ -6,6 +6,7 @@ the loaders in :mod:`vaeflows.data.loaders` stay a few lines each.
 
 from __future__ import annotations
 
+import gzip
 import importlib
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +24,7 @@ __all__ = [
     "import_optional",
     "load_arrays",
     "load_text",
+    "read_idx",
     "require_dir",
     "shuffle",
     "split",
@@ -135,6 +137,30 @@ def load_text(path: Path) -> np.ndarray:
         return np.loadtxt(path, dtype=np.float32, ndmin=2)
     except ValueError as error:
         raise ValueError(f"'{path}' is not a text matrix of one image per line: {error}") from error
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (MNIST's format), ``.gz`` or extracted.
+
+    Raises:
+        ValueError: the file is truncated, not gzip where it says ``.gz``, or not an IDX file of
+            unsigned bytes whose size matches its header; the message says to fetch it again.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:  # gzip: BadGzipFile (an OSError) or EOFError when cut short
+        raise ValueError(f"'{path}' cannot be read ({error}): download it again") from None
+    ndim = raw[3] if len(raw) > 3 else 0
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    size = len(raw) - 4 - 4 * ndim
+    if ndim == 0 or raw[:3] != b"\x00\x00\x08" or size != int(np.prod(shape)):
+        raise ValueError(
+            f"'{path}' is not a complete IDX file of unsigned bytes (header shape {shape}, "
+            f"{max(size, 0)} data bytes): it is truncated or another file; download it again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def images(

@@ -20,11 +20,11 @@ Example:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
+import torch
 
 from .base import VAEData
 from .files import (
@@ -34,6 +34,7 @@ from .files import (
     import_optional,
     load_arrays,
     load_text,
+    read_idx,
     require_dir,
     shuffle,
     split,
@@ -61,6 +62,8 @@ _URLS = {
     "caltech-silhouettes": "https://people.cs.umass.edu/~marlin/data/"
     "caltech101_silhouettes_28_split1.mat",
     "omniglot": "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat",
+    "dynamic-mnist": "http://yann.lecun.com/exdb/mnist/ (or pass download=True to "
+    "load_dataset('dynamic-mnist', ...) to let torchvision fetch them)",
 }
 
 
@@ -113,51 +116,44 @@ def load_dynamic_mnist(
 ) -> VAEData:
     """MNIST with dynamic binarization: grey training images, binarized afresh for every batch.
 
-    Read through ``torchvision.datasets.MNIST(root=data_dir)``, i.e. from ``data_dir/MNIST/raw``
-    (the four IDX files, ``.gz`` or extracted). torchvision extracts ``.gz`` files next to
-    themselves, so a folder holding only ``.gz`` files must be writable: one whose permission bits
-    say read-only is refused (even for root) rather than written to. Train: the first 50000 of the 60000 training
+    Reads the two image files ``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte`` (IDX,
+    extracted or ``.gz``) from ``data_dir`` or ``data_dir/MNIST/raw`` (torchvision's layout); a
+    read-only folder is fine, nothing is written. Train: the first 50000 of the 60000 training
     images; valid: the last 10000; test: the 10000 test images. Pixels / 255. Train keeps its grey
     values (``dynamic_binarization=True``); valid and test are binarized once with seed 777.
 
     Args:
-        data_dir: the torchvision root folder.
+        data_dir: the folder holding the files (or torchvision's root).
         seed: unused (the splits are fixed; the evaluation binarization uses seed 777).
-        download: let torchvision download the files that are missing.
+        download: if the files are missing, let ``torchvision.datasets.MNIST`` download them into
+            ``data_dir/MNIST/raw`` (the network is never tried otherwise).
 
     Returns:
         A :class:`VAEData` with a Bernoulli likelihood and ``dynamic_binarization=True``.
+
+    Raises:
+        FileNotFoundError: the files are missing and ``download`` is False.
+        ValueError: a file is truncated or not an IDX file.
     """
     name = "dynamic-mnist"
     root = require_dir(data_dir, name)
-    raw = root / "MNIST" / "raw"
-    stems = [
-        f"{s}-{kind}"
-        for s in ("train", "t10k")
-        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
-    ]
-    missing = [s for s in stems if not ((raw / s).is_file() or (raw / f"{s}.gz").is_file())]
-    if missing and not download:
-        raise FileNotFoundError(
-            f"could not find {missing} (.gz or extracted) in '{raw}'. Pass download=True "
-            f"to let torchvision fetch MNIST, or copy the four IDX files of "
-            f"http://yann.lecun.com/exdb/mnist/ there."
-        )
-    if not all((raw / s).is_file() for s in stems) and raw.is_dir() and not _writable(raw):
-        raise PermissionError(
-            f"torchvision extracts MNIST's .gz files next to them, but '{raw}' is read-only: "
-            f"copy the folder MNIST/raw into a writable data folder and pass that one"
-        )
-    datasets = import_optional(
-        "torchvision.datasets", "torchvision", "the 'dynamic-mnist' data set"
+    stems = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+    candidates = [stems, tuple(f"{s}.gz" for s in stems)]
+    try:
+        paths = find_files(root, "MNIST/raw", candidates, _URLS[name])
+    except FileNotFoundError:
+        if not download:
+            raise
+        datasets = import_optional("torchvision.datasets", "torchvision", "downloading MNIST")
+        for train in (True, False):
+            datasets.MNIST(str(root), train=train, download=True)
+        paths = find_files(root, "MNIST/raw", candidates, _URLS[name])
+    train_grey, test_grey = (
+        torch.from_numpy(read_idx(p).astype(np.float32) / 255).unsqueeze(1) for p in paths
     )
-    # download=True only extracts the .gz files already there (torchvision checks their md5s)
-    # and downloads the missing ones, which the check above allows only if the caller asked.
-    train_set, test_set = (datasets.MNIST(str(root), train=t, download=True) for t in (True, False))
-    train_grey, test_grey = (d.data.float().div(255).unsqueeze(1) for d in (train_set, test_set))
-    train, valid = split(train_grey, (50000, 10000), f"'{raw}' training images")
-    valid, test = binarize_fixed((valid, test_grey), _EVAL_BINARIZATION_SEED, f"{name} '{raw}'")
-    return VAEData(train, valid, test, (1, 28, 28), "bernoulli", True, name, f"'{raw}'")
+    train, valid = split(train_grey, (50000, 10000), f"'{paths[0]}'")
+    valid, test = binarize_fixed((valid, test_grey), _EVAL_BINARIZATION_SEED, f"{name} '{paths[1]}'")
+    return VAEData(train, valid, test, (1, 28, 28), "bernoulli", True, name, _describe(paths))
 
 
 def load_frey_faces(
@@ -288,11 +284,6 @@ def load_digits(data_dir: Optional[str] = None, seed: int = 123, download: bool 
 
 def _describe(paths: List[Path]) -> str:
     return ", ".join(f"'{p}'" for p in paths)
-
-
-def _writable(folder: Path) -> bool:
-    """Whether ``folder`` may be written: its mode has write bits (honoured even as root)."""
-    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
 #: Data set name -> loader ``(data_dir=None, seed=123, download=False) -> VAEData``.

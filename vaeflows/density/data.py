@@ -14,15 +14,12 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-import numpy as np
 import torch
 
-from vaeflows.data.files import find_files, require_dir
+from vaeflows.data.files import find_files, read_idx, require_dir
 
 from .dequantization import check_8bit
 from .toy import TOY_DATASETS, toy_data
@@ -63,18 +60,6 @@ class DensityData:
                 check_8bit(x)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if raw[2] != 0x08 or data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes of shape {shape}")
-    return data.reshape(shape)
-
-
 def load_mnist_8bit(data_dir: Optional[str], num_train: int = 50000, seed: int = 0) -> DensityData:
     """MNIST with 8-bit pixel values (0..255 as float32) and labels; see the module docstring.
 
@@ -86,7 +71,7 @@ def load_mnist_8bit(data_dir: Optional[str], num_train: int = 50000, seed: int =
     root = require_dir(data_dir, "mnist")
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     paths = find_files(root, "MNIST/raw", [[f"{s}.gz" for s in stems], stems], _MNIST_URL)
-    train_x, train_y, test_x, test_y = (torch.from_numpy(_read_idx(p).copy()) for p in paths)
+    train_x, train_y, test_x, test_y = (torch.from_numpy(read_idx(p).copy()) for p in paths)
     images = lambda x: x.float().unsqueeze(1)  # noqa: E731
     n = min(num_train, 50000)
     labels = {"train": train_y[:n].long(), "valid": train_y[50000:].long(), "test": test_y.long()}

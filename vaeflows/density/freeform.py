@@ -27,7 +27,15 @@ from typing import Optional
 
 import torch
 
-from vaeflows.transforms.ffjord import TRACE_MODES, ODENet, cnf_integrate, require_torchdiffeq
+from vaeflows.transforms.base import with_defaults
+from vaeflows.transforms.ffjord import (
+    SOLVE_DEFAULTS,
+    TRACE_MODES,
+    ODENet,
+    check_solver,
+    cnf_integrate,
+    require_torchdiffeq,
+)
 from vaeflows.transforms.residual import LADJ_MODES, ResidualNet, fixed_point_inverse, residual_step
 
 from .layers import Bijection, Pair
@@ -134,9 +142,10 @@ class CNFBlock(Bijection):
         for mode in (self.trace, self.eval_trace):
             if mode not in TRACE_MODES:
                 raise ValueError(f"unknown trace {mode!r}; known: {', '.join(TRACE_MODES)}")
+        self.solve_options = with_defaults(solve_options, SOLVE_DEFAULTS)
+        check_solver(time_length, self.solve_options["rtol"], self.solve_options["atol"])
         self.net = ODENet(dim, hidden_dims, context_dim, activation)
         self.time_length = time_length
-        self.solve_options = solve_options
 
     def _solve(self, v: Tensor, context: Optional[Tensor], t0: float, t1: float) -> Pair:
         trace = self.trace if self.training else self.eval_trace

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from vaeflows.checks import check_int, check_real
 from vaeflows.infer.distributed import LossModule, all_sum, barrier, from_rank0, gather, world
 
 __all__ = [
@@ -72,16 +73,11 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "patience"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.clip_norm is not None and self.clip_norm <= 0:
-            raise ValueError(f"clip_norm must be > 0 (or None for no clipping), got {self.clip_norm}")
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("warmup", 0), ("patience", 0), ("seed", 0)):
+            setattr(self, name, check_int(name, getattr(self, name), minimum))
+        self.lr = check_real("lr", self.lr, above=0)
+        if self.clip_norm is not None:
+            self.clip_norm = check_real("clip_norm", self.clip_norm, above=0)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
 

@@ -31,6 +31,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from vaeflows.checks import check_dims, check_int
 from vaeflows.distributions import DiagonalNormal, FlowPosterior, StandardNormal
 from vaeflows.nn import build_encoder_decoder, build_likelihood
 from vaeflows.nn.likelihoods import Likelihood
@@ -43,11 +44,6 @@ def _kl_weight(beta: float):
     """``poutine.scale(beta)`` for the latent site during KL warm-up; nothing once ``beta = 1``
     (a messenger on every sample site costs Python time in every step)."""
     return contextlib.nullcontext() if beta == 1.0 else poutine.scale(scale=beta)
-
-
-def _check_latent_dim(latent_dim: int) -> None:
-    if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
-        raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
 
 
 class VAE(nn.Module):
@@ -84,7 +80,7 @@ class VAE(nn.Module):
         flow: Optional[AmortizedFlow] = None,
     ) -> None:
         super().__init__()
-        _check_latent_dim(latent_dim)
+        check_int("latent_dim", latent_dim)
         feature_dim = encoder.feature_dim
         if flow is not None and flow.context_dim != feature_dim:
             raise ValueError(
@@ -104,11 +100,22 @@ class VAE(nn.Module):
         """``p(z) = N(0, I)`` with event shape ``(latent_dim,)``, on ``like``'s device and dtype."""
         return StandardNormal(self.latent_dim, like)
 
+    def check_dtype(self, x: torch.Tensor) -> None:
+        """Raise a ValueError unless ``x`` is a tensor of the parameters' floating dtype."""
+        dtype = self.loc.weight.dtype
+        if not torch.is_tensor(x) or x.dtype != dtype:
+            found = x.dtype if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(
+                f"images x of dtype {found} for a {dtype} model: pass x.to({dtype}) (uint8 pixels: "
+                "divide by 255 first) or convert the model (vae.double())"
+            )
+
     def posterior(self, x: torch.Tensor) -> dist.Distribution:
         """``q(z_K | x)``: batch shape ``x.shape[:-3]``, event shape ``(latent_dim,)``.
 
         A fresh flow transform per call, so it scores only its own samples (see DESIGN.md).
         """
+        self.check_dtype(x)
         h = self.encoder(x)
         base = DiagonalNormal(self.loc(h), self.scale(h))
         if self.flow is None:
@@ -120,6 +127,7 @@ class VAE(nn.Module):
             pyro.module("vae", self)
 
     def model(self, x: torch.Tensor, beta: float = 1.0) -> None:
+        self.check_dtype(x)
         self._register()
         with pyro.plate("data", x.shape[0], device=x.device):
             with _kl_weight(beta):
@@ -152,6 +160,7 @@ def build_vae(
     flow: Optional[str] = None,
     num_flows: int = 4,
     hidden_dims: Optional[Sequence[int]] = None,
+    flow_hidden_dims: Optional[Sequence[int]] = None,
     **flow_options,
 ) -> VAE:
     """A :class:`VAE` from names.
@@ -165,10 +174,24 @@ def build_vae(
             diagonal Gaussian posterior.
         num_flows: number of flow steps (the paper: 4).
         hidden_dims: the MLP's hidden sizes (``mlp`` only; default ``(300, 300)``).
-        **flow_options: passed to :func:`vaeflows.transforms.posterior_flow`.
+        flow_hidden_dims: the hidden sizes of the flow's own networks, passed to
+            :func:`~vaeflows.transforms.posterior_flow` as its ``hidden_dims`` (the MADEs of
+            ``iaf``, the nets of ``residual`` and ``ffjord``).
+        **flow_options: the flow's other options (e.g. ``num_ortho_vecs``), passed to
+            :func:`~vaeflows.transforms.posterior_flow`.
+
+    Raises:
+        TypeError: an option the architecture or the flow does not have, or flow options without
+            a flow.
+        ValueError: bad sizes or names.
     """
-    _check_latent_dim(latent_dim)
-    options = {} if hidden_dims is None else {"hidden_dims": tuple(hidden_dims)}
+    check_int("latent_dim", latent_dim)
+    if flow_hidden_dims is not None:
+        flow_options["hidden_dims"] = flow_hidden_dims
+    if flow in (None, "none") and flow_options:
+        names = ", ".join(map(repr, flow_options))
+        raise TypeError(f"build_vae() got unexpected keyword argument(s) {names} (flow options need a flow=)")
+    options = {} if hidden_dims is None else {"hidden_dims": check_dims("hidden_dims", hidden_dims)}
     encoder, decoder = build_encoder_decoder(arch, image_shape, latent_dim, likelihood, **options)
     posterior = None
     if flow not in (None, "none"):

@@ -24,6 +24,7 @@ from typing import Sequence, Tuple, Type
 import torch
 from torch import nn
 
+from vaeflows.checks import check_dims
 from vaeflows.nn._shapes import check_trailing
 
 __all__ = ["MLP", "MLPEncoder", "MLPDecoder"]
@@ -61,7 +62,7 @@ class MLP(nn.Sequential):
         out_dim: int,
         activation: Type[nn.Module] = nn.ReLU,
     ) -> None:
-        dims = [in_dim, *hidden_dims]
+        dims = [in_dim, *check_dims("hidden_dims", hidden_dims, allow_empty=True)]
         layers = []
         for d_in, d_out in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(d_in, d_out), activation()]
@@ -104,8 +105,7 @@ class MLPEncoder(nn.Module):
         activation: Type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        if len(hidden_dims) == 0:
-            raise ValueError("MLPEncoder needs at least one hidden layer: its last size is the feature size")
+        hidden_dims = check_dims("hidden_dims", hidden_dims)  # the last size is the feature size
         self.image_shape: ImageShape = tuple(image_shape)  # type: ignore[assignment]
         self.feature_dim = hidden_dims[-1]
         self.net = nn.Sequential(

@@ -27,6 +27,8 @@ from torch import nn
 from torch.distributions import Transform, constraints
 from torch.utils.weak import WeakIdKeyDictionary
 
+from vaeflows.checks import check_dims, check_int
+
 __all__ = [
     "CachedLadjTransform",
     "FlowFamily",
@@ -276,7 +278,7 @@ class Hypernet(nn.Module):
     ) -> None:
         super().__init__()
         self.param_shapes = dict(param_shapes)
-        sizes = [context_dim, *hidden_dims]
+        sizes = [context_dim, *check_dims("hypernet_dims", hidden_dims, allow_empty=True)]
         layers: List[nn.Module] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(n_in, n_out), nn.ELU()]
@@ -296,10 +298,10 @@ class Hypernet(nn.Module):
 
 
 def with_defaults(options: dict, defaults: dict) -> dict:
-    """``defaults`` updated by ``options``; a ValueError naming unknown options and the known ones."""
+    """``defaults`` updated by ``options``; a TypeError naming unknown options and the known ones."""
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
     return {**defaults, **options}
 
 
@@ -320,9 +322,8 @@ def check_traceable(flow: nn.Module) -> None:
 
 
 def check_sizes(latent_dim: int, num_flows: int) -> None:
-    for label, value in (("latent_dim", latent_dim), ("num_flows", num_flows)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+    check_int("latent_dim", latent_dim)
+    check_int("num_flows", num_flows)
 
 
 def _stacked_shapes(family: FlowFamily, num_flows: int) -> Dict[str, Tuple[int, ...]]:
@@ -346,8 +347,7 @@ class AmortizedFlow(ConditionalTransformModule, abc.ABC):
     ) -> None:
         super().__init__()
         check_sizes(latent_dim, num_flows)
-        if not isinstance(context_dim, int) or context_dim < 1:
-            raise ValueError(f"context_dim must be an integer >= 1, got {context_dim!r}")
+        check_int("context_dim", context_dim)
         self.name = name
         self.latent_dim = latent_dim
         self.num_flows = num_flows

@@ -45,6 +45,8 @@ import torch
 from torch import nn
 from torch.distributions import Transform
 
+from vaeflows.checks import check_dims, check_real
+
 from .base import AmortizedFlow, FunctionStep, GlobalFlow, with_defaults
 from .residual import exact_jacobian
 
@@ -54,6 +56,8 @@ __all__ = [
     "CNFStep",
     "AmortizedFFJORD",
     "GlobalFFJORD",
+    "SOLVE_DEFAULTS",
+    "check_solver",
     "cnf_integrate",
     "require_torchdiffeq",
 ]
@@ -78,6 +82,16 @@ def require_torchdiffeq():
     return torchdiffeq
 
 
+#: :func:`cnf_integrate`'s solver options and their defaults (FFJORD's).
+SOLVE_DEFAULTS = dict(method="dopri5", rtol=1e-5, atol=1e-5, adjoint=False, solver_options=None)
+
+
+def check_solver(time_length: float, rtol: float, atol: float) -> None:
+    """Raise a ValueError naming ``time_length``, ``rtol`` or ``atol`` unless each is finite and > 0."""
+    for name, value in (("time_length", time_length), ("rtol", rtol), ("atol", atol)):
+        check_real(name, value, above=0)
+
+
 class ODENet(nn.Module):
     """The vector field ``f(z, t[, h])``, ``(..., D) -> (..., D)``: an MLP whose every layer takes
     ``[x, t, h]`` (FFJORD's concat layers).
@@ -100,7 +114,7 @@ class ODENet(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
         extra = 1 + (context_dim or 0)
-        sizes = [dim, *hidden_dims, dim]
+        sizes = [dim, *check_dims("hidden_dims", hidden_dims, allow_empty=True), dim]
         self.layers = nn.ModuleList(nn.Linear(n_in + extra, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
         self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden_dims)
         self.context_dim = context_dim
@@ -240,8 +254,7 @@ class _FFJORDFlow:
         for label, mode in (("trace", trace), ("eval_trace", eval_trace or trace)):
             if mode not in TRACE_MODES:
                 raise ValueError(f"unknown {label} {mode!r}; known: {', '.join(TRACE_MODES)}")
-        if not time_length > 0:
-            raise ValueError(f"time_length must be positive, got {time_length!r}")
+        check_solver(time_length, rtol, atol)
         self.nets = nn.ModuleList(ODENet(latent_dim, hidden_dims, context_dim, activation) for _ in range(num_flows))
         self.trace = trace
         self.eval_trace = eval_trace or trace
@@ -282,8 +295,7 @@ _FFJORD_ARGS = """
 """
 
 _DEFAULTS = dict(
-    hidden_dims=(64, 64), activation="tanh", time_length=0.5, trace="hutchinson", eval_trace=None,
-    method="dopri5", rtol=1e-5, atol=1e-5, adjoint=False, solver_options=None,
+    hidden_dims=(64, 64), activation="tanh", time_length=0.5, trace="hutchinson", eval_trace=None, **SOLVE_DEFAULTS
 )
 
 

@@ -26,6 +26,8 @@ from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch import nn
 from torch.distributions import Transform
 
+from vaeflows.checks import check_dims, check_real
+
 from .base import AmortizedFlow, CachedLadjTransform, GlobalFlow
 
 __all__ = ["IAFStep", "AmortizedIAF", "GlobalIAF"]
@@ -74,6 +76,22 @@ def _order(latent_dim: int, step: int, reverse_order: bool) -> torch.Tensor:
     return order.flip(0) if reverse_order and step % 2 == 1 else order
 
 
+def _mades(
+    latent_dim: int, num_flows: int, context_dim: int, hidden_dims: Sequence[int], reverse_order: bool
+) -> nn.ModuleList:
+    """One MADE per step (``context_dim = 0``: unconditional), after checking their widths."""
+    hidden_dims = check_dims("hidden_dims", hidden_dims)
+    if min(hidden_dims) < latent_dim:
+        raise ValueError(
+            f"iaf: every MADE hidden size must be >= latent_dim={latent_dim} (each unit sees a "
+            f"prefix of the order), got hidden_dims={hidden_dims}: widen them or lower latent_dim"
+        )
+    return nn.ModuleList(
+        _made(latent_dim, context_dim, hidden_dims, _order(latent_dim, k, reverse_order))
+        for k in range(num_flows)
+    )
+
+
 def _made(latent_dim: int, context_dim: int, hidden_dims: Sequence[int], permutation: torch.Tensor):
     with warnings.catch_warnings():  # Pyro warns for D = 1, a legitimate (conditional) affine map
         warnings.filterwarnings("ignore", message=".*input_dim = 1.*")
@@ -93,7 +111,7 @@ class AmortizedIAF(AmortizedFlow):
         latent_dim: ``D``.
         num_flows: number of steps ``K``, each with its own MADE.
         context_dim: ``C``.
-        hidden_dims: MADE hidden widths (the paper: 320).
+        hidden_dims: MADE hidden widths, at least one, each ``>= D`` (the paper: 320).
         reverse_order: reverse the autoregressive order every other step.
         sigmoid_bias: added to ``s`` before the gate's sigmoid.
 
@@ -113,11 +131,8 @@ class AmortizedIAF(AmortizedFlow):
         sigmoid_bias: float = 1.0,
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, context_dim, invertible=True)
-        self.sigmoid_bias = sigmoid_bias
-        self.mades = nn.ModuleList(
-            _made(latent_dim, context_dim, hidden_dims, _order(latent_dim, k, reverse_order))
-            for k in range(num_flows)
-        )
+        self.sigmoid_bias = check_real("sigmoid_bias", sigmoid_bias)
+        self.mades = _mades(latent_dim, num_flows, context_dim, hidden_dims, reverse_order)
 
     def steps(self, context: torch.Tensor) -> List[Transform]:
         return [
@@ -132,7 +147,7 @@ class GlobalIAF(GlobalFlow):
     Args:
         latent_dim: ``D``.
         num_flows: number of steps ``K``.
-        hidden_dims: MADE hidden widths.
+        hidden_dims: MADE hidden widths, at least one, each ``>= D``.
         reverse_order: reverse the autoregressive order every other step.
         sigmoid_bias: added to ``s`` before the gate's sigmoid.
     """
@@ -146,11 +161,8 @@ class GlobalIAF(GlobalFlow):
         sigmoid_bias: float = 1.0,
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, invertible=True)
-        self.sigmoid_bias = sigmoid_bias
-        self.mades = nn.ModuleList(
-            _made(latent_dim, 0, hidden_dims, _order(latent_dim, k, reverse_order))
-            for k in range(num_flows)
-        )
+        self.sigmoid_bias = check_real("sigmoid_bias", sigmoid_bias)
+        self.mades = _mades(latent_dim, num_flows, 0, hidden_dims, reverse_order)
 
     def steps(self) -> List[Transform]:
         return [IAFStep(made, made.permutation, self.sigmoid_bias) for made in self.mades]

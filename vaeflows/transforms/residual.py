@@ -57,6 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Transform
 
+from vaeflows.checks import check_dims
+
 from .base import AmortizedFlow, FunctionStep, GlobalFlow, with_defaults
 
 __all__ = [
@@ -223,8 +225,7 @@ class ResidualNet(nn.Module):
             raise ValueError(f"coeff must be in (0, 1) for an invertible residual step, got {coeff!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
-        if not hidden_dims:
-            raise ValueError("hidden_dims needs at least one hidden layer")
+        hidden_dims = check_dims("hidden_dims", hidden_dims)
         sizes = [dim, *hidden_dims, dim]
         self.layers = nn.ModuleList(
             LipschitzLinear(n_in, n_out, coeff, spectral, n_power_iterations)
