@@ -69,7 +69,8 @@ def test_evaluate(run_dir):
     assert code == 0, err
     assert "test -ELBO" in stdout and "10 importance samples" in stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["nll_samples"] == 10
+    assert metrics["nll_samples"] == 20  # the training's own figures are kept
+    assert metrics["evaluations"][-1]["nll_samples"] == 10 and metrics["evaluations"][-1]["seed"] == 0
 
 
 def test_sample(run_dir, tmp_path):

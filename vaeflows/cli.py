@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from vaeflows.data import DATASETS
-from vaeflows.infer.training import CheckpointMismatch, TrainConfig, TrainingDiverged
+from vaeflows.infer.training import CheckpointMismatch, RunLocked, TrainConfig, TrainingDiverged
 from vaeflows.nn import ARCHITECTURES
 from vaeflows.transforms import POSTERIOR_FLOWS
 
@@ -31,6 +31,17 @@ FLOW_OPTIONS = {
     "num_householder": ("num_householder", {"sylvester-householder", "householder"}),
     "iaf_hidden": ("hidden_dims", {"iaf"}),
 }
+
+
+RESUME_HELP = (
+    "run directory; one that holds a run is resumed, with the run's own training settings "
+    "(--epochs may change) unless --allow-changes"
+)
+ALLOW_CHANGES_HELP = (
+    "resume even though training settings (--lr, --optimizer, --batch-size, ...) differ from the "
+    "run's: the new ones apply from the next epoch (a new --optimizer starts with fresh state), "
+    "recorded under 'changes' in config.json and metrics.json"
+)
 
 
 def _dims(text: str) -> List[int]:
@@ -70,12 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nll-samples", type=int, default=5000, help="test NLL samples (0: skip)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", required=True, type=Path, help="run directory (resumed if it exists)")
+    train.add_argument("--out", required=True, type=Path, help=RESUME_HELP)
+    train.add_argument("--allow-changes", action="store_true", help=ALLOW_CHANGES_HELP)
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    evaluate = commands.add_parser("evaluate", help="test -ELBO and importance-sampled NLL of a run")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="test -ELBO and importance-sampled NLL of a run",
+        description="Test -ELBO and importance-sampled NLL of a run's best model. The figures are "
+        "appended to the list 'evaluations' in RUN_DIR/metrics.json with their seed and sample "
+        "count; the training's own test figures (top level, seed 0) and earlier evaluations are "
+        "kept.",
+    )
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--samples", type=int, default=5000, help="importance samples per point")
+    evaluate.add_argument("--samples", type=int, default=5000, help="importance samples per test point (>= 1)")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="seed of the figures' samples, recorded (0, as the training's own figures)")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--no-progress", action="store_true")
 
@@ -119,7 +140,8 @@ def _add_density_commands(commands) -> None:
         action.add_argument("--patience", type=int, default=10, help="early-stopping patience (0: none)")
         action.add_argument("--clip-norm", type=float, help="clip the gradient norm to this value")
         action.add_argument("--seed", type=int, default=0)
-        action.add_argument("--out", required=True, type=Path, help="run directory (resumed if it exists)")
+        action.add_argument("--out", required=True, type=Path, help=RESUME_HELP)
+        action.add_argument("--allow-changes", action="store_true", help=ALLOW_CHANGES_HELP)
         action.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
@@ -139,13 +161,14 @@ def _density(args: argparse.Namespace) -> None:
     )
     if args.density_command == "energy":
         fit_energy(args.energy, args.flow, args.num_flows, config, args.out, args.steps_per_epoch,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, allow_changes=args.allow_changes)
         return
     options = {"num_steps": args.num_steps, "hidden": args.hidden}
     if args.num_levels is not None:
         options["num_levels"] = args.num_levels
     train_density(args.dataset, args.flow, options, config, args.out, args.data_dir, args.num_train,
-                  args.dequantization, args.conditional, args.device, progress=not args.no_progress)
+                  args.dequantization, args.conditional, args.device, progress=not args.no_progress,
+                  allow_changes=args.allow_changes)
 
 
 def _model_options(args: argparse.Namespace) -> dict:
@@ -193,13 +216,14 @@ def _train(args: argparse.Namespace) -> None:
         iwae_samples=args.iwae_samples,
         nll_samples=args.nll_samples,
         progress=not args.no_progress,
+        allow_changes=args.allow_changes,
     )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from vaeflows.infer.experiment import evaluate_run
 
-    evaluate_run(args.run_dir, args.samples, args.device, progress=not args.no_progress)
+    evaluate_run(args.run_dir, args.samples, args.device, args.seed, progress=not args.no_progress)
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -221,7 +245,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         {"train": _train, "evaluate": _evaluate, "sample": _sample, "density": _density}[args.command](args)
-    except (ValueError, FileNotFoundError, ImportError, CheckpointMismatch, TrainingDiverged) as error:
+    except (ValueError, FileNotFoundError, ImportError, CheckpointMismatch, TrainingDiverged, RunLocked) as error:
         print(f"vaeflows: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

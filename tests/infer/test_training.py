@@ -83,7 +83,7 @@ def test_resumed_run_matches_uninterrupted_run(digits, tmp_path):
 
 def test_checkpoint_contents(digits, tmp_path):
     vae, history, _ = fit_vae(digits, tmp_path, epochs=2)
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
     for key in ("module", "optimizer", "param_store", "rng", "state", "signature"):
         assert key in last
     assert last["signature"] == SIGNATURE
@@ -93,7 +93,7 @@ def test_checkpoint_contents(digits, tmp_path):
     assert last["optimizer"]["state"]  # Adamax moments were saved
     for name, value in vae.state_dict().items():
         assert torch.equal(last["module"][name], value)
-    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["epoch"] == last["state"]["best_epoch"]
     assert set(best["module"]) == set(vae.state_dict())
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporaries
@@ -102,14 +102,14 @@ def test_checkpoint_contents(digits, tmp_path):
 def test_param_store_in_checkpoint_follows_the_module_after_resume(digits, tmp_path):
     fit_vae(digits, tmp_path, epochs=1)
     vae, _, _ = fit_vae(digits, tmp_path, epochs=2)
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
     stored = last["param_store"]["params"]["vae$$$loc.weight"]
     torch.testing.assert_close(stored, vae.loc.weight.detach())
 
 
 def test_param_store_in_checkpoint_follows_the_module_without_resume(digits, tmp_path):
     vae, _, _ = fit_vae(digits, tmp_path, epochs=2)
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
     stored = last["param_store"]["params"]["vae$$$loc.weight"]
     torch.testing.assert_close(stored, vae.loc.weight.detach())
 
@@ -146,7 +146,7 @@ def test_nan_loss_stops_training_and_keeps_last_good_epoch(digits, tmp_path):
     with pytest.raises(TrainingDiverged, match="epoch 2") as info:
         fit_vae(digits, tmp_path, epochs=4, loss_wrapper=nan_from_epoch_2)
     assert "last.pt" in str(info.value)
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["state"]["epoch"] == 1
     assert len(last["state"]["history"]) == 1
     assert all(torch.isfinite(v).all() for v in last["module"].values() if v.is_floating_point())
@@ -180,7 +180,7 @@ def fit_toy(tmp_path, valid_values, **config):
 def test_early_stopping_after_patience(tmp_path):
     history = fit_toy(tmp_path, [1.0] + [2.0] * 20, epochs=10, warmup=0, patience=2)
     assert [h["epoch"] for h in history] == [1, 2, 3]
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["state"]["best_epoch"] == 1 and last["state"]["bad_epochs"] == 2
 
 
@@ -270,7 +270,7 @@ def test_train_vae_resume_with_another_flow_is_refused(trained_run):
     with pytest.raises(CheckpointMismatch) as info:
         train_digits(run_dir, epochs=3, flow="radial")
     assert "'planar'" in str(info.value) and "'radial'" in str(info.value)
-    last = torch.load(run_dir / "last.pt", weights_only=False)
+    last = torch.load(run_dir / "last.pt", weights_only=True)
     assert last["state"]["epoch"] == 2
 
 

@@ -31,7 +31,7 @@ from typing import Callable, Tuple
 import torch
 from torch import nn
 
-from vaeflows.infer.training import TrainConfig, fit, kl_beta, load_checkpoint, write_json
+from vaeflows.infer.training import TrainConfig, fit, kl_beta, load_checkpoint, run_lock, write_json
 from vaeflows.transforms import POSTERIOR_FLOWS, posterior_flow
 
 from .flows import standard_normal_log_prob
@@ -88,6 +88,7 @@ def fit_energy(
     steps_per_epoch: int = 100,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    allow_changes: bool = False,
 ) -> dict:
     """Fit ``q`` to ``exp(-U)`` by reverse KL into ``run_dir`` (resumable); write ``metrics.json``
     and ``energy_fit.png`` (target beside ``q``).
@@ -100,6 +101,8 @@ def fit_energy(
             annealing (Rezende & Mohamed anneal from 0.01 to 1).
         run_dir: the run directory.
         steps_per_epoch: optimizer steps per epoch.
+        allow_changes: resume even though ``config``'s settings differ from the run's (see
+            :func:`vaeflows.infer.training.fit`).
 
     Returns:
         The metrics: ``free_energy`` (``KL - log Z``, nats), ``log_z_box`` and
@@ -118,30 +121,32 @@ def fit_energy(
             return float(model.free_energy(target, samples).detach())
 
     placeholder = torch.zeros(steps_per_epoch * config.batch_size, 0)
-    fit(
-        model,
-        lambda batch, epoch: model.free_energy(target, len(batch), max(kl_beta(epoch, config.warmup), 0.01)),
-        validate,
-        placeholder,
-        config,
-        run_dir,
-        signature,
-        progress=progress,
-        log=log,
-    )
-    model.load_state_dict(load_checkpoint(Path(run_dir) / "best.pt")["module"])
-    log_z = log_partition_on_box(target)
-    free = validate(100000)
-    metrics = {**signature, "free_energy": free, "log_z_box": log_z, "kl_box": free + log_z}
-    write_json(metrics, Path(run_dir) / "metrics.json")
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.manual_seed(0)
-        samples = model.sample_with_log_q(200000)[0]
-    panels = [
-        (f"target exp(-{energy})", "grid", density_on_grid(lambda z: -target(z), PLOT_BOUND, 200, samples)),
-        (f"{flow}, K={num_flows}", "points", samples),
-    ]
-    if save_panels(panels, Path(run_dir) / "energy_fit.png", PLOT_BOUND):
-        log(f"wrote {Path(run_dir) / 'energy_fit.png'}")
-    log(f"{energy} {flow} K={num_flows}: KL - log Z = {free:.4f} nats, KL (box) = {free + log_z:.4f}")
+    with run_lock(run_dir):
+        fit(
+            model,
+            lambda batch, epoch: model.free_energy(target, len(batch), max(kl_beta(epoch, config.warmup), 0.01)),
+            validate,
+            placeholder,
+            config,
+            run_dir,
+            signature,
+            progress=progress,
+            log=log,
+            allow_changes=allow_changes,
+        )
+        model.load_state_dict(load_checkpoint(Path(run_dir) / "best.pt")["module"])
+        log_z = log_partition_on_box(target)
+        free = validate(100000)
+        metrics = {**signature, "free_energy": free, "log_z_box": log_z, "kl_box": free + log_z}
+        write_json(metrics, Path(run_dir) / "metrics.json")
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            samples = model.sample_with_log_q(200000)[0]
+        panels = [
+            (f"target exp(-{energy})", "grid", density_on_grid(lambda z: -target(z), PLOT_BOUND, 200, samples)),
+            (f"{flow}, K={num_flows}", "points", samples),
+        ]
+        if save_panels(panels, Path(run_dir) / "energy_fit.png", PLOT_BOUND):
+            log(f"wrote {Path(run_dir) / 'energy_fit.png'}")
+        log(f"{energy} {flow} K={num_flows}: KL - log Z = {free:.4f} nats, KL (box) = {free + log_z:.4f}")
     return metrics

@@ -30,7 +30,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaeflows.infer.experiment import resolve_device
-from vaeflows.infer.training import TrainConfig, check_resumable, fit, load_best, load_checkpoint, write_json
+from vaeflows.infer.training import (
+    TrainConfig,
+    check_resumable,
+    fit,
+    load_best,
+    load_checkpoint,
+    run_changes,
+    run_lock,
+    write_json,
+)
 from vaeflows.report import save_images
 
 from .data import DensityData, load_density_data
@@ -112,6 +121,7 @@ def train_density(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    allow_changes: bool = False,
 ) -> dict:
     """Fit ``flow`` to ``dataset`` by maximum likelihood into ``run_dir`` (resumed if it holds the
     same run), then evaluate the best model on the test set.
@@ -129,9 +139,16 @@ def train_density(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: progress bars.
         log: called with progress lines.
+        allow_changes: resume even though ``config``'s settings differ from the run's (see
+            :func:`vaeflows.infer.training.fit`); recorded in ``config.json`` and ``metrics.json``.
 
     Returns:
         The metrics written to ``run_dir/metrics.json``.
+
+    Raises:
+        RunLocked: another process is writing into ``run_dir``.
+        CheckpointMismatch: ``run_dir`` holds a run that these settings cannot resume; nothing
+            was written.
     """
     if dequantization not in DEQUANTIZERS:
         raise ValueError(f"unknown dequantization {dequantization!r}; known: {', '.join(DEQUANTIZERS)}")
@@ -150,25 +167,35 @@ def train_density(
     torch.manual_seed(config.seed)
     model = _build(signature, data).to(torch_device)
     run_dir = Path(run_dir)
-    check_resumable(run_dir, signature)  # before config.json is rewritten
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json({**signature, "data_dir": data_dir, "train": vars(config), "device": str(torch_device)}, run_dir / "config.json")
-    train, valid = (_rows(data, s, conditional).to(torch_device) for s in ("train", "valid"))
-    log(f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test, "
-        f"event shape {data.event_shape}; flow {flow}; device {torch_device}")
-    config = TrainConfig(**{**vars(config), "warmup": 0})
-    fit(
-        model,
-        lambda batch, epoch: -model.log_likelihood(batch).mean(),
-        lambda: mean_nll(model, valid, config.batch_size),
-        train,
-        config,
-        run_dir,
-        signature,
-        progress=progress,
-        log=log,
-    )
-    return evaluate_density(run_dir, data, device, log)
+    config = TrainConfig(**{**vars(config), "warmup": 0})  # no KL term: as fit records it
+    with run_lock(run_dir):
+        checkpoint = check_resumable(run_dir, signature, config, allow_changes)  # before config.json
+        write_json(
+            {
+                **signature,
+                "data_dir": data_dir,
+                "train": vars(config),
+                "changes": run_changes(checkpoint, config),
+                "device": str(torch_device),
+            },
+            run_dir / "config.json",
+        )
+        train, valid = (_rows(data, s, conditional).to(torch_device) for s in ("train", "valid"))
+        log(f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test, "
+            f"event shape {data.event_shape}; flow {flow}; device {torch_device}")
+        fit(
+            model,
+            lambda batch, epoch: -model.log_likelihood(batch).mean(),
+            lambda: mean_nll(model, valid, config.batch_size),
+            train,
+            config,
+            run_dir,
+            signature,
+            progress=progress,
+            log=log,
+            allow_changes=allow_changes,
+        )
+        return evaluate_density(run_dir, data, device, log)
 
 
 _SIGNATURE = ("dataset", "flow", "options", "num_train", "dequantization", "conditional")
@@ -205,32 +232,36 @@ def evaluate_density(
     run_dir: Path, data: Optional[DensityData] = None, device: str = "auto", log: Callable[[str], None] = print
 ) -> dict:
     """Test NLL (nats; bits/dim for 8-bit data) of a run's best model; writes ``metrics.json``
-    and the PNGs."""
+    and the PNGs (raising :class:`~vaeflows.infer.training.RunLocked` while another process
+    writes into ``run_dir``)."""
     run_dir = Path(run_dir)
     model, config, data = load_density_run(run_dir, device, data)
-    signature = {k: config[k] for k in _SIGNATURE}
-    torch_device = next(model.parameters()).device
-    history = load_checkpoint(run_dir / "last.pt", "cpu")["state"]["history"]
-    steps = math.ceil(signature["num_train"] / config["train"]["batch_size"])
-    seconds = sum(h["seconds"] for h in history)
-    test = _rows(data, "test", signature["conditional"]).to(torch_device)
-    metrics = {
-        **signature,
-        "device": str(torch_device),
-        "epochs": history,
-        "steps": steps * len(history),
-        "seconds_per_step": seconds / max(steps * len(history), 1),
-        "test_nll": mean_nll(model, test),
-    }
-    dims = math.prod(data.event_shape)
-    if data.discrete:
-        metrics["test_bpd"] = float(bits_per_dim(torch.tensor(-metrics["test_nll"]), dims))
-        log(f"test NLL {metrics['test_nll']:.2f} nats, {metrics['test_bpd']:.4f} bits/dim")
-    else:
-        log(f"test NLL {metrics['test_nll']:.4f} nats")
-    write_json(metrics, run_dir / "metrics.json")
-    _draw(run_dir, model, data, log)
-    return metrics
+    with run_lock(run_dir):
+        signature = {k: config[k] for k in _SIGNATURE}
+        torch_device = next(model.parameters()).device
+        state = load_checkpoint(run_dir / "last.pt", "cpu")["state"]
+        history = state["history"]
+        steps = math.ceil(signature["num_train"] / config["train"]["batch_size"])
+        seconds = sum(h["seconds"] for h in history)
+        test = _rows(data, "test", signature["conditional"]).to(torch_device)
+        metrics = {
+            **signature,
+            "device": str(torch_device),
+            "epochs": history,
+            "steps": steps * len(history),
+            "seconds_per_step": seconds / max(steps * len(history), 1),
+            "changes": state.get("changes", []),
+            "test_nll": mean_nll(model, test),
+        }
+        dims = math.prod(data.event_shape)
+        if data.discrete:
+            metrics["test_bpd"] = float(bits_per_dim(torch.tensor(-metrics["test_nll"]), dims))
+            log(f"test NLL {metrics['test_nll']:.2f} nats, {metrics['test_bpd']:.4f} bits/dim")
+        else:
+            log(f"test NLL {metrics['test_nll']:.4f} nats")
+        write_json(metrics, run_dir / "metrics.json")
+        _draw(run_dir, model, data, log)
+        return metrics
 
 
 @torch.no_grad()

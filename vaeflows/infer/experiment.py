@@ -1,9 +1,16 @@
 """VAE experiments as the flow papers run them: train, evaluate, sample, all kept in a run directory.
 
-``RUN_DIR`` holds ``config.json`` (dataset, model and optimization settings, device),
-``last.pt``/``best.pt`` (see :mod:`vaeflows.infer.training`), ``metrics.json`` (per-epoch train and
-validation -ELBO, seconds per epoch, test -ELBO and NLL, device) and the PNGs of
-:mod:`vaeflows.report`.
+``RUN_DIR`` holds ``config.json`` (dataset, model and optimization settings, device, the changes
+of settings made on resume), ``last.pt``/``best.pt``/``run.lock`` (see
+:mod:`vaeflows.infer.training`), ``metrics.json`` and the PNGs of :mod:`vaeflows.report`.
+
+``metrics.json`` holds the training's record (per-epoch train and validation -ELBO, seconds per
+epoch, best epoch, changes of settings, device) and its test figures, computed when training ends
+with seed ``eval_seed`` (0): ``test_elbo``, ``test_nll`` with ``nll_samples`` importance samples
+(and bits/dim for 8-bit data). :func:`evaluate_run` (``vaeflows evaluate``) leaves all of that as
+it is and appends its own figures to the list ``evaluations``, each with its seed, sample count,
+device and the best epoch it evaluated: no recorded result is ever dropped. With the same seed,
+samples and device it reproduces the training's figures.
 
 Objectives: the flow-modified ELBO as Pyro's ``Trace_ELBO`` computes it
 (:func:`~vaeflows.infer.evaluation.reparameterized_elbo`, ``objective="elbo"``), or the
@@ -23,6 +30,7 @@ import pyro
 import torch
 from pyro.poutine.util import is_validation_enabled
 
+from vaeflows.checks import check_int
 from vaeflows.data import VAEData, load_dataset
 from vaeflows.infer import distributed
 from vaeflows.infer.evaluation import (
@@ -38,6 +46,8 @@ from vaeflows.infer.training import (
     kl_beta,
     load_best,
     load_checkpoint,
+    run_changes,
+    run_lock,
     write_json,
 )
 from vaeflows.models import VAE, build_vae
@@ -108,6 +118,7 @@ def train_vae(
     nll_samples: int = 5000,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    allow_changes: bool = False,
 ) -> dict:
     """Train a VAE on ``dataset`` into ``run_dir`` (resuming it if it holds a run), then evaluate.
 
@@ -124,16 +135,24 @@ def train_vae(
         nll_samples: importance samples of the test NLL (0 skips it).
         progress: progress bars.
         log: called with progress lines.
+        allow_changes: resume even though ``config``'s settings differ from the run's (see
+            :func:`vaeflows.infer.training.fit`); the change is recorded in ``config.json`` and
+            ``metrics.json`` (``changes``).
 
     Returns:
         The metrics written to ``run_dir/metrics.json``.
+
+    Raises:
+        RunLocked: another process is writing into ``run_dir``.
+        CheckpointMismatch: ``run_dir`` holds a run that these settings cannot resume; nothing
+            was written.
     """
     _check_objective(objective, iwae_samples)
     torch_device, joined = distributed.setup(resolve_device(device))
     try:
         return _train_vae(
             dataset, data_dir, model, config, Path(run_dir), torch_device,
-            objective, iwae_samples, nll_samples, progress, log,
+            objective, iwae_samples, nll_samples, progress, log, allow_changes,
         )
     finally:
         distributed.teardown(joined)
@@ -151,6 +170,7 @@ def _train_vae(
     nll_samples: int,
     progress: bool,
     log: Callable[[str], None],
+    allow_changes: bool,
 ) -> dict:
     rank, size = distributed.world()
     main = rank == 0
@@ -159,41 +179,44 @@ def _train_vae(
     vae = build_vae(image_shape=data.image_shape, likelihood=data.likelihood, **model).to(torch_device)
     vae.register_params = False  # fit() steps vae.parameters() with a torch optimizer
     signature = _signature(dataset, model, objective, iwae_samples)
-    check_resumable(run_dir, signature)  # before config.json is rewritten
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            {
-                **signature,
-                "data_dir": data_dir,
-                "train": vars(config),
-                "device": str(torch_device),
-                "processes": size,
-                "effective_batch_size": size * config.batch_size,
-            },
-            run_dir / "config.json",
-        )
-        log(
-            f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test "
-            f"images {data.image_shape}; flow {model.get('flow') or 'none'}; device {torch_device}"
-            + (f"; {size} processes, effective batch {size * config.batch_size}" if size > 1 else "")
-        )
-    train, valid = data.train.to(torch_device), data.valid.to(torch_device)
-    with pyro.validation_enabled(False):  # the data were checked once, when loaded
-        fit(
-            vae,
-            vae_loss(vae, data, config.warmup, objective, iwae_samples),
-            lambda: -elbo_per_point(vae.model, vae.guide, valid).mean().item(),
-            train,
-            config,
-            run_dir,
-            signature,
-            progress=progress,
-            log=log,
-        )
-    if not main:  # evaluation, metrics and pictures are rank 0's
-        return {}
-    return evaluate_run(run_dir, nll_samples, str(torch_device), progress=progress, log=log)
+    with run_lock(run_dir):
+        checkpoint = check_resumable(run_dir, signature, config, allow_changes)  # before config.json
+        _read_metrics(run_dir)  # a metrics.json that cannot be updated stops the run before training
+        if main:
+            write_json(
+                {
+                    **signature,
+                    "data_dir": data_dir,
+                    "train": vars(config),
+                    "changes": run_changes(checkpoint, config),
+                    "device": str(torch_device),
+                    "processes": size,
+                    "effective_batch_size": size * config.batch_size,
+                },
+                run_dir / "config.json",
+            )
+            log(
+                f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test "
+                f"images {data.image_shape}; flow {model.get('flow') or 'none'}; device {torch_device}"
+                + (f"; {size} processes, effective batch {size * config.batch_size}" if size > 1 else "")
+            )
+        train, valid = data.train.to(torch_device), data.valid.to(torch_device)
+        with pyro.validation_enabled(False):  # the data were checked once, when loaded
+            fit(
+                vae,
+                vae_loss(vae, data, config.warmup, objective, iwae_samples),
+                lambda: -elbo_per_point(vae.model, vae.guide, valid).mean().item(),
+                train,
+                config,
+                run_dir,
+                signature,
+                progress=progress,
+                log=log,
+                allow_changes=allow_changes,
+            )
+            if not main:  # evaluation, metrics and pictures are rank 0's
+                return {}
+            return _record_training(run_dir, nll_samples, str(torch_device), progress, log)
 
 
 def load_run(run_dir: Path, device: str = "auto") -> Tuple[VAE, dict, VAEData]:
@@ -214,51 +237,133 @@ def evaluate_run(
     run_dir: Path,
     nll_samples: int = 5000,
     device: str = "auto",
+    seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Test -ELBO (one sample per point, beta = 1) and importance-sampled NLL of a run's best model.
+    """Test -ELBO (one sample per point, beta = 1) and importance-sampled NLL of a run's best model,
+    their samples drawn from ``seed``; appended to ``run_dir/metrics.json``'s ``evaluations``,
+    leaving the training's own figures and earlier evaluations as they are. Draws the run's PNGs.
 
-    Updates ``run_dir/metrics.json`` and draws the run's PNGs.
+    Args:
+        run_dir: a run directory of :func:`train_vae`.
+        nll_samples: importance samples per test point (>= 1).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        seed: seeds the samples of both figures (the caller's RNG state is kept); the training's
+            own figures were drawn with seed 0.
+        progress: a progress bar over the test set.
+        log: called with the figures.
+
+    Returns:
+        The evaluation appended: ``seed``, ``nll_samples``, ``device``, ``best_epoch``,
+        ``test_elbo``, ``test_nll`` (and ``test_bpd_elbo``/``test_bpd_nll`` for 8-bit data).
+
+    Raises:
+        ValueError: ``nll_samples`` or ``seed`` is not a valid integer.
+        FileNotFoundError: ``run_dir`` is not a run directory.
+        RunLocked: another process (a training) is writing into ``run_dir``.
     """
-    with pyro.validation_enabled(False):  # the data were checked when loaded
-        return _evaluate_run(Path(run_dir), nll_samples, device, progress, log)
+    nll_samples = check_int("nll_samples (--samples)", nll_samples, minimum=1)
+    seed = check_int("seed (--seed)", seed, minimum=0)
+    run_dir = Path(run_dir)
+    vae, _, data = load_run(run_dir, device)
+    with run_lock(run_dir), pyro.validation_enabled(False):  # the data were checked when loaded
+        last, test = _run_state(run_dir, vae, data)
+        evaluation = {
+            "seed": seed,
+            "device": _device_name(test.device),
+            "best_epoch": last["state"]["best_epoch"],
+            **_test_figures(vae, data, test, nll_samples, seed, progress, log),
+        }
+        metrics = _read_metrics(run_dir)
+        metrics.setdefault("evaluations", []).append(evaluation)
+        write_json(metrics, run_dir / "metrics.json")
+        _draw(run_dir, vae, test, last, log)
+    return evaluation
 
 
-def _evaluate_run(
+def _record_training(
     run_dir: Path, nll_samples: int, device: str, progress: bool, log: Callable[[str], None]
 ) -> dict:
-    from tqdm.auto import tqdm
-
-    from vaeflows import report
-
+    """Write the training's record and test figures (seed 0) into ``metrics.json``, keeping its
+    ``evaluations``."""
     vae, config, data = load_run(run_dir, device)
-    device_of = next(vae.parameters()).device
-    test = data.test.to(device_of)
-    last = load_checkpoint(run_dir / "last.pt", map_location=str(device_of))
+    last, test = _run_state(run_dir, vae, data)
     history = last["state"]["history"]
     metrics = {
         "dataset": config["dataset"],
         "model": config["model"],
-        "device": str(device_of) if device_of.type == "cpu" else torch.cuda.get_device_name(device_of),
+        "device": _device_name(test.device),
         "best_epoch": last["state"]["best_epoch"],
         "epochs": history,
         "seconds_per_epoch": sum(h["seconds"] for h in history) / max(len(history), 1),
-        "test_elbo": -elbo_per_point(vae.model, vae.guide, test).mean().item(),
+        "changes": last["state"].get("changes", []),
+        "eval_seed": 0,
+        **_test_figures(vae, data, test, nll_samples, 0, progress, log),
+        "evaluations": _read_metrics(run_dir).get("evaluations", []),
     }
-    log(f"test -ELBO {metrics['test_elbo']:.3f} nats (best epoch {metrics['best_epoch']})")
-    if nll_samples > 0:
-        with tqdm(total=len(test), desc=f"NLL, {nll_samples} samples", disable=not progress, leave=False) as bar:
-            nll = -importance_sampled_log_likelihood(
-                vae.model, vae.guide, test, nll_samples, progress=bar.update
-            ).mean().item()
-        metrics.update(test_nll=nll, nll_samples=nll_samples)
-        log(f"test NLL {nll:.3f} nats ({nll_samples} importance samples)")
+    write_json(metrics, run_dir / "metrics.json")
+    _draw(run_dir, vae, test, last, log)
+    return metrics
+
+
+def _run_state(run_dir: Path, vae: VAE, data: VAEData) -> Tuple[dict, torch.Tensor]:
+    """``last.pt`` and the test set on the model's device."""
+    device = next(vae.parameters()).device
+    return load_checkpoint(run_dir / "last.pt", map_location=str(device)), data.test.to(device)
+
+
+def _device_name(device: torch.device) -> str:
+    return str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+
+
+def _read_metrics(run_dir: Path) -> dict:
+    """``run_dir/metrics.json``, ``{}`` if there is none."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not readable JSON ({error}): move it away (its figures would be lost if "
+            "it were overwritten), then run again"
+        ) from None
+
+
+def _test_figures(
+    vae: VAE,
+    data: VAEData,
+    test: torch.Tensor,
+    nll_samples: int,
+    seed: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict:
+    """``test_elbo`` and, if ``nll_samples > 0``, ``test_nll`` and ``nll_samples`` (bits/dim too for
+    8-bit data), from samples drawn with ``seed``; the caller's RNG state is kept."""
+    from tqdm.auto import tqdm
+
+    with torch.random.fork_rng(devices=[test.device] if test.is_cuda else []):
+        torch.manual_seed(seed)
+        figures = {"test_elbo": -elbo_per_point(vae.model, vae.guide, test).mean().item()}
+        log(f"test -ELBO {figures['test_elbo']:.3f} nats (seed {seed})")
+        if nll_samples > 0:
+            with tqdm(total=len(test), desc=f"NLL, {nll_samples} samples", disable=not progress, leave=False) as bar:
+                nll = -importance_sampled_log_likelihood(
+                    vae.model, vae.guide, test, nll_samples, progress=bar.update
+                ).mean().item()
+            figures.update(test_nll=nll, nll_samples=nll_samples)
+            log(f"test NLL {nll:.3f} nats ({nll_samples} importance samples)")
     if data.likelihood == "categorical256":
         pixels = math.prod(data.image_shape)
         for key in ("test_elbo", "test_nll"):
-            if key in metrics:
-                metrics[key.replace("test_", "test_bpd_")] = metrics[key] / (pixels * math.log(2))
-    write_json(metrics, run_dir / "metrics.json")
-    report.draw_run(run_dir, vae, test, history, log)
-    return metrics
+            if key in figures:
+                figures[key.replace("test_", "test_bpd_")] = figures[key] / (pixels * math.log(2))
+    return figures
+
+
+def _draw(run_dir: Path, vae: VAE, test: torch.Tensor, last: dict, log: Callable[[str], None]) -> None:
+    from vaeflows import report
+
+    report.draw_run(run_dir, vae, test, last["state"]["history"], log)
