@@ -234,6 +234,13 @@ def test_command_refuses_a_best_checkpoint_that_pickles_a_callable(cli_run, tmp_
     assert not marker.exists()
 
 
+def test_a_last_checkpoint_without_the_training_state_is_refused(tmp_path):
+    module, _ = fit_toy(tmp_path, epochs=1)
+    torch.save({"module": module.state_dict()}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointMismatch, match=r"last.pt lacks \['optimizer', 'state', 'config', 'signature', 'rng'\]"):
+        fit_toy(tmp_path, epochs=2)
+
+
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "metrics.json"
     write_json({"test_nll": 80.0}, path)

@@ -292,9 +292,12 @@ def check_resumable(
     if not last.exists():
         return None
     checkpoint = load_checkpoint(last, map_location="cpu")
-    saved = checkpoint.get("signature")
+    missing = [key for key in ("optimizer", "state", "config", "signature", "rng") if key not in checkpoint]
+    if missing:
+        raise CheckpointMismatch(f"{last} lacks {missing}: it is not a last.pt of vaeflows; delete it to start afresh")
+    saved = checkpoint["signature"]
     if saved != signature:
-        changed = _differences(saved if isinstance(saved, dict) else {}, signature)
+        changed = _differences(saved, signature) if isinstance(saved, dict) else {"signature": [saved, signature]}
         raise CheckpointMismatch(
             f"{run_dir} holds a run of another model or data set ({_listed(changed)}): "
             "resume it with its own settings, or train into another --out"
