@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, NoReturn, Optional
 
+from vaeflows.checks import check_int, check_real, check_writable_dir
 from vaeflows.data import DATASETS
-from vaeflows.infer.training import CheckpointMismatch, RunLocked, TrainConfig, TrainingDiverged
+from vaeflows.infer.training import TrainConfig
 from vaeflows.nn import ARCHITECTURES
 from vaeflows.transforms import POSTERIOR_FLOWS
 
@@ -29,7 +31,7 @@ __all__ = ["main", "build_parser"]
 FLOW_OPTIONS = {
     "num_ortho_vecs": ("num_ortho_vecs", {"sylvester-orthogonal"}),
     "num_householder": ("num_householder", {"sylvester-householder", "householder"}),
-    "iaf_hidden": ("hidden_dims", {"iaf"}),
+    "iaf_hidden": ("flow_hidden_dims", {"iaf"}),
 }
 
 
@@ -54,33 +56,64 @@ def _dims(text: str) -> List[int]:
     return dims
 
 
+def _checked(check: Callable[..., object], parse: Callable[[str], object], **bounds) -> Callable[[str], object]:
+    """An argparse ``type``: ``parse`` the text, then apply a :mod:`vaeflows.checks` check, so that
+    a flag and its Python keyword share one rule; a failure is argparse's one-line error."""
+
+    def convert(text: str) -> object:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = text  # the check names it as it was typed
+        try:
+            return check("", value, **bounds)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).strip()) from None
+
+    return convert
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its error on one line, as vaeflows' own: ``vaeflows: error: MESSAGE`` and a
+    pointer to the command's help (the subcommands' parsers are of this class too), status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"vaeflows: error: {message} (see `{self.prog} --help`)\n")
+
+
+#: The argparse types of the numeric flags, defined once.
+POSITIVE_INT = _checked(check_int, int, minimum=1)
+COUNT = _checked(check_int, int, minimum=0)
+POSITIVE = _checked(check_real, float, above=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vaeflows", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="vaeflows", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a VAE with a flow posterior")
     train.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     train.add_argument("--data-dir", help="folder with the data set's files (not needed for digits)")
     train.add_argument("--flow", default="none", choices=["none", *POSTERIOR_FLOWS])
-    train.add_argument("--num-flows", type=int, default=4)
-    train.add_argument("--latent-dim", type=int, default=64)
+    train.add_argument("--num-flows", type=POSITIVE_INT, help="flow steps (default 4; needs --flow)")
+    train.add_argument("--latent-dim", type=POSITIVE_INT, default=64)
     train.add_argument("--arch", default="gated-conv", choices=sorted(ARCHITECTURES))
     train.add_argument("--hidden-dims", type=_dims, help="MLP hidden sizes, e.g. 300,300 (mlp only)")
-    train.add_argument("--num-ortho-vecs", type=int, help="O-SNF's M (sylvester-orthogonal)")
-    train.add_argument("--num-householder", type=int, help="reflections per step (H-SNF, householder)")
+    train.add_argument("--num-ortho-vecs", type=POSITIVE_INT, help="O-SNF's M (sylvester-orthogonal)")
+    train.add_argument("--num-householder", type=POSITIVE_INT, help="reflections per step (H-SNF, householder)")
     train.add_argument("--iaf-hidden", type=_dims, help="MADE hidden sizes of IAF, e.g. 320,320")
-    train.add_argument("--epochs", type=int, default=2000)
-    train.add_argument("--warmup", type=int, default=100, help="KL warm-up epochs (0: none)")
-    train.add_argument("--patience", type=int, default=100, help="early-stopping patience (0: none)")
-    train.add_argument("--batch-size", type=int, default=100)
-    train.add_argument("--lr", type=float, default=5e-4)
+    train.add_argument("--epochs", type=POSITIVE_INT, default=2000)
+    train.add_argument("--warmup", type=COUNT, default=100, help="KL warm-up epochs (0: none)")
+    train.add_argument("--patience", type=COUNT, default=100, help="early-stopping patience (0: none)")
+    train.add_argument("--batch-size", type=POSITIVE_INT, default=100)
+    train.add_argument("--lr", type=POSITIVE, default=5e-4)
     train.add_argument("--optimizer", default="adamax", choices=["adamax", "adam"])
-    train.add_argument("--clip-norm", type=float, help="clip the gradient norm to this value")
+    train.add_argument("--clip-norm", type=POSITIVE, help="clip the gradient norm to this value")
     train.add_argument("--objective", default="elbo", choices=["elbo", "iwae"])
-    train.add_argument("--iwae-samples", type=int, default=1)
-    train.add_argument("--nll-samples", type=int, default=5000, help="test NLL samples (0: skip)")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--iwae-samples", type=POSITIVE_INT, help="samples of the IWAE bound (--objective iwae; default 1)")
+    train.add_argument("--nll-samples", type=COUNT, default=5000, help="test NLL samples (0: skip)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    train.add_argument("--seed", type=COUNT, default=0)
     train.add_argument("--out", required=True, type=Path, help=RESUME_HELP)
     train.add_argument("--allow-changes", action="store_true", help=ALLOW_CHANGES_HELP)
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -102,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw images from a trained run")
     sample.add_argument("run_dir", type=Path)
-    sample.add_argument("--num", type=int, default=64)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--num", type=POSITIVE_INT, default=64)
+    sample.add_argument("--seed", type=COUNT, default=0)
     sample.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/samples.png)")
     sample.add_argument("--device", default="auto")
     _add_density_commands(commands)
@@ -121,29 +154,29 @@ def _add_density_commands(commands) -> None:
                        help="a density flow; posterior flows are refused with the reason")
     train.add_argument("--dataset", required=True, choices=list(DENSITY_DATASETS))
     train.add_argument("--data-dir", help="MNIST's folder (IDX files, or torchvision's root)")
-    train.add_argument("--num-steps", type=int, default=4, help="flow steps (per level for images)")
-    train.add_argument("--hidden", type=int, default=64, help="MLP width or conv channels")
-    train.add_argument("--num-levels", type=int, help="scales of RealNVP/Glow on images (default 2)")
-    train.add_argument("--num-train", type=int, help="training points (toy: generated, default 20000)")
+    train.add_argument("--num-steps", type=POSITIVE_INT, default=4, help="flow steps (per level for images)")
+    train.add_argument("--hidden", type=POSITIVE_INT, default=64, help="MLP width or conv channels")
+    train.add_argument("--num-levels", type=POSITIVE_INT, help="scales of RealNVP/Glow on images (default 2)")
+    train.add_argument("--num-train", type=POSITIVE_INT, help="training points (toy: generated, default 20000)")
     train.add_argument("--dequantization", default="uniform", choices=list(DEQUANTIZERS))
     train.add_argument("--conditional", action="store_true", help="class-conditional flow (mnist)")
     energy = actions.add_parser("energy", help="fit a posterior flow to U1-U4 by reverse KL")
     energy.add_argument("--energy", required=True, choices=list(ENERGIES))
     energy.add_argument("--flow", default="planar", choices=list(POSTERIOR_FLOWS))
-    energy.add_argument("--num-flows", type=int, default=16)
-    energy.add_argument("--steps-per-epoch", type=int, default=100)
-    energy.add_argument("--warmup", type=int, default=20, help="epochs of beta annealing")
+    energy.add_argument("--num-flows", type=POSITIVE_INT, default=16)
+    energy.add_argument("--steps-per-epoch", type=POSITIVE_INT, default=100)
+    energy.add_argument("--warmup", type=COUNT, default=20, help="epochs of beta annealing")
     for action, (epochs, batch, lr) in ((train, (100, 256, 1e-3)), (energy, (50, 256, 1e-3))):
-        action.add_argument("--epochs", type=int, default=epochs)
-        action.add_argument("--batch-size", type=int, default=batch)
-        action.add_argument("--lr", type=float, default=lr)
-        action.add_argument("--patience", type=int, default=10, help="early-stopping patience (0: none)")
-        action.add_argument("--clip-norm", type=float, help="clip the gradient norm to this value")
-        action.add_argument("--seed", type=int, default=0)
+        action.add_argument("--epochs", type=POSITIVE_INT, default=epochs)
+        action.add_argument("--batch-size", type=POSITIVE_INT, default=batch)
+        action.add_argument("--lr", type=POSITIVE, default=lr)
+        action.add_argument("--patience", type=COUNT, default=10, help="early-stopping patience (0: none)")
+        action.add_argument("--clip-norm", type=POSITIVE, help="clip the gradient norm to this value")
+        action.add_argument("--seed", type=COUNT, default=0)
         action.add_argument("--out", required=True, type=Path, help=RESUME_HELP)
         action.add_argument("--allow-changes", action="store_true", help=ALLOW_CHANGES_HELP)
         action.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 
 def _density(args: argparse.Namespace) -> None:
@@ -172,11 +205,15 @@ def _density(args: argparse.Namespace) -> None:
 
 
 def _model_options(args: argparse.Namespace) -> dict:
+    """``build_vae``'s keywords from the flags, each flag to the option it names; refuses flags that
+    would build nothing (``--num-flows`` without a flow, a flow option of another flow)."""
+    if args.flow == "none" and args.num_flows is not None:
+        raise ValueError("--num-flows applies to a flow posterior only: add --flow")
     model = {
         "arch": args.arch,
         "latent_dim": args.latent_dim,
         "flow": None if args.flow == "none" else args.flow,
-        "num_flows": args.num_flows,
+        "num_flows": 4 if args.num_flows is None else args.num_flows,
     }
     if args.hidden_dims is not None:
         if args.arch != "mlp":
@@ -213,7 +250,7 @@ def _train(args: argparse.Namespace) -> None:
         args.out,
         device=args.device,
         objective=args.objective,
-        iwae_samples=args.iwae_samples,
+        iwae_samples=1 if args.iwae_samples is None else args.iwae_samples,
         nll_samples=args.nll_samples,
         progress=not args.no_progress,
         allow_changes=args.allow_changes,
@@ -241,16 +278,45 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written, before anything is read or written."""
+    if args.command in ("train", "density"):
+        check_writable_dir(args.out, "--out")
+    elif args.command == "sample":
+        target = args.out or args.run_dir / "samples.png"
+        if target.is_dir():
+            raise IsADirectoryError(f"--out {target} is a folder: pass a PNG path, e.g. {target / 'samples.png'}")
+        check_writable_dir(target.parent, "--out's folder" if args.out else "RUN_DIR")
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _is_user_error(error: Exception) -> bool:
+    """An error to report in one line: an OSError (files, folders, permissions), or a ValueError,
+    TypeError, ImportError or RuntimeError that vaeflows raised itself (its messages name the
+    argument and the fix). Errors raised inside torch, Pyro or the standard library are bugs of
+    vaeflows' checks, shown with their traceback."""
+    if isinstance(error, OSError):
+        return True
+    if not isinstance(error, (ValueError, TypeError, ImportError, RuntimeError)) or error.__traceback__ is None:
+        return False
+    return Path(traceback.extract_tb(error.__traceback__)[-1].filename).resolve().is_relative_to(_PACKAGE)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_outputs(args)
         {"train": _train, "evaluate": _evaluate, "sample": _sample, "density": _density}[args.command](args)
-    except (ValueError, FileNotFoundError, ImportError, CheckpointMismatch, TrainingDiverged, RunLocked) as error:
-        print(f"vaeflows: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("vaeflows: interrupted; rerun the same command to resume from the last epoch", file=sys.stderr)
         return 130
+    except Exception as error:
+        if not _is_user_error(error):
+            raise
+        print(f"vaeflows: error: {str(error).strip()}".replace("\n", " "), file=sys.stderr)
+        return 2
     return 0
 
 

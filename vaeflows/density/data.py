@@ -19,6 +19,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
+from vaeflows.checks import check_int
 from vaeflows.data.files import find_files, read_idx, require_dir
 
 from .dequantization import check_8bit
@@ -54,6 +55,12 @@ class DensityData:
     def __post_init__(self) -> None:
         for split in ("train", "valid", "test"):
             x = getattr(self, split)
+            if not torch.is_tensor(x) or x.dtype != torch.float32 or tuple(x.shape[1:]) != tuple(self.event_shape):
+                found = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
+                raise ValueError(
+                    f"{self.name} {split}: found {found}, expected a float32 tensor of shape "
+                    f"(N, {', '.join(map(str, self.event_shape))}) (8-bit data: their values 0..255 as float32)"
+                )
             if not torch.isfinite(x).all():
                 raise ValueError(f"{self.name} {split} holds NaN or inf values")
             if self.discrete:
@@ -103,5 +110,5 @@ def load_density_data(
     valid and test a quarter of it, at least 1000; MNIST: default all 50000)."""
     if name not in DENSITY_DATASETS:
         raise ValueError(f"unknown density data set {name!r}; known: {', '.join(DENSITY_DATASETS)}")
-    options = {} if num_train is None else {"num_train": num_train}
+    options = {} if num_train is None else {"num_train": check_int("num_train (--num-train)", num_train)}
     return DENSITY_DATASETS[name](data_dir, seed=seed, **options)

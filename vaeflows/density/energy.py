@@ -31,6 +31,7 @@ from typing import Callable, Tuple
 import torch
 from torch import nn
 
+from vaeflows.checks import check_int
 from vaeflows.infer.training import TrainConfig, fit, kl_beta, load_checkpoint, run_lock, write_json
 from vaeflows.transforms import POSTERIOR_FLOWS, posterior_flow
 
@@ -111,6 +112,7 @@ def fit_energy(
     if energy not in ENERGIES:
         raise ValueError(f"unknown energy {energy!r}; known: {', '.join(ENERGIES)}")
     target = ENERGIES[energy]
+    check_int("steps_per_epoch (--steps-per-epoch)", steps_per_epoch)
     torch.manual_seed(config.seed)
     model = EnergyFit(flow, num_flows)
     signature = {"energy": energy, "flow": flow, "num_flows": num_flows, "steps_per_epoch": steps_per_epoch}

@@ -28,6 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from vaeflows.checks import check_int
+
 from .freeform import CNFBlock, ResidualBlock
 from .layers import (
     ActNorm,
@@ -116,7 +118,7 @@ class FlowDensity(nn.Module):
         self.flow = flow
         self.event_shape = tuple(event_shape)
         self.noise_shape = tuple(noise_shape or event_shape)
-        self.context_dim = context_dim
+        self.context_dim = None if context_dim is None else check_int("context_dim", context_dim)
         self.name = name
         self.check_values = True  # NaN/inf checks in log_prob; trainers check the data once instead
         self.register_buffer("_reference", torch.zeros(()))
@@ -141,8 +143,9 @@ class FlowDensity(nn.Module):
         """Exact ``log p(x)`` (nats), shape ``x.shape[:-len(event_shape)]``.
 
         Raises:
-            ValueError: ``x`` is not a float tensor ending in ``event_shape``, holds NaN or inf,
-                or the context is missing or of the wrong size.
+            ValueError: ``x`` is not a tensor of the model's dtype ending in ``event_shape``,
+                holds NaN or inf, holds image pixels outside ``[0, 1]``, or the context is
+                missing or of the wrong size.
         """
         n = len(self.event_shape)
         fits = torch.is_tensor(x) and x.is_floating_point() and x.dim() >= n
@@ -152,8 +155,20 @@ class FlowDensity(nn.Module):
                 f"data of shape {found} for a {self.name} model of event shape {self.event_shape}: "
                 f"pass a float tensor of shape (..., {', '.join(map(str, self.event_shape))})"
             )
+        dtype = self._reference.dtype
+        if x.dtype != dtype:
+            raise ValueError(
+                f"data of dtype {x.dtype} for a {dtype} {self.name} model: pass x.to({dtype}), or "
+                "convert the model (model.to(x.dtype))"
+            )
         if self.check_values and not torch.isfinite(x).all():
             raise ValueError("the data hold NaN or inf values: clean or drop those rows first")
+        if self.check_values and len(self.event_shape) == 3 and not ((x >= 0) & (x <= 1)).all():
+            raise ValueError(
+                f"a {self.name} image model scores pixels in [0, 1], got values in "
+                f"[{x.min().item():g}, {x.max().item():g}]: divide 8-bit pixels by 255, or "
+                "dequantize them (vaeflows.density.dequantized_log_likelihood)"
+            )
         self._check_context(context)
         z, ladj = self.flow.inverse_and_ladj(x, context)
         return self.base_log_prob(z) - ladj
@@ -175,6 +190,11 @@ def _sizes(event_shape: Sequence[int]) -> Shape:
             f"got {event_shape!r}"
         )
     return shape
+
+
+def _check_sizes(num_steps: int, hidden: int) -> None:
+    check_int("num_steps (--num-steps)", num_steps)
+    check_int("hidden (--hidden)", hidden)
 
 
 def _vector_model(
@@ -227,6 +247,7 @@ def nice(
         hidden: width of each coupling's two-hidden-layer MLP.
         context_dim: context size for a conditional model.
     """
+    _check_sizes(num_steps, hidden)
 
     def layers(dim: int) -> List[Bijection]:
         couplings = [
@@ -254,6 +275,7 @@ def maf(
         hidden: width of each MADE's two hidden layers.
         context_dim: context size for a conditional model (fed to the MADEs).
     """
+    _check_sizes(num_steps, hidden)
 
     def layers(dim: int) -> List[Bijection]:
         if hidden < dim:
@@ -293,6 +315,7 @@ def realnvp(
         context_dim: context size for a conditional model.
         alpha: the logit margin (images only).
     """
+    _check_sizes(num_steps, hidden)
     shape = _sizes(event_shape)
     levels = _only_for_images(shape, num_levels)
     if len(shape) == 1:
@@ -359,6 +382,7 @@ def glow(
         num_levels: scales (images only; default 2).
         context_dim: context size for a conditional model.
     """
+    _check_sizes(num_steps, hidden)
     shape = _sizes(event_shape)
     levels = _only_for_images(shape, num_levels)
 
@@ -412,6 +436,7 @@ def residual(
         **options: ``coeff``, ``activation``, ``spectral``, ``n_power_iterations``,
             ``ladj_options``, ``inverse_options`` of the blocks.
     """
+    _check_sizes(num_steps, hidden)
 
     def layers(dim: int) -> List[Bijection]:
         return [
@@ -448,6 +473,7 @@ def ffjord(
         **options: ``activation``, ``time_length``, ``method``, ``rtol``, ``atol``, ``adjoint``,
             ``solver_options`` of the blocks.
     """
+    _check_sizes(num_steps, hidden)
 
     def layers(dim: int) -> List[Bijection]:
         return [

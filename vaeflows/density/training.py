@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Callable, Optional, Tuple
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaeflows.infer.experiment import resolve_device
+from vaeflows.infer.experiment import read_run_config, resolve_device
 from vaeflows.infer.training import (
     TrainConfig,
     check_resumable,
@@ -213,13 +212,11 @@ def load_density_run(
 
     Raises:
         FileNotFoundError: ``run_dir`` holds no ``config.json``.
+        ValueError: its ``config.json`` is unreadable, or is a VAE run's.
         CheckpointMismatch: ``best.pt`` does not fit the model the config describes.
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a vaeflows density run directory (no config.json)")
-    config = json.loads(config_path.read_text())
+    config = read_run_config(run_dir, "density")
     if data is None:
         data = load_density_data(config["dataset"], config["data_dir"], config["num_train"], config["train"]["seed"])
     torch_device = resolve_device(device)

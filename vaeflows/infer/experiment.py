@@ -52,18 +52,38 @@ from vaeflows.infer.training import (
 )
 from vaeflows.models import VAE, build_vae
 
-__all__ = ["OBJECTIVES", "resolve_device", "vae_loss", "train_vae", "load_run", "evaluate_run"]
+__all__ = [
+    "OBJECTIVES",
+    "RUN_KINDS",
+    "resolve_device",
+    "vae_loss",
+    "train_vae",
+    "read_run_config",
+    "load_run",
+    "evaluate_run",
+]
 
 OBJECTIVES = ("elbo", "iwae")
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; asking for CUDA without it is an error."""
+    """``"auto"`` is CUDA when available, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+    ``"mps"`` otherwise. Raises a ValueError for another name or a device torch does not see."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError):
+        torch_device = None
+    if torch_device is None or torch_device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r} (--device): use auto, cpu, cuda, cuda:N or mps")
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-    return torch.device(device)
+    if torch_device.type == "cuda" and (torch_device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), cuda:0 and on")
+    if torch_device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps was asked for but torch sees no MPS device; use --device cpu")
+    return torch_device
 
 
 def vae_loss(
@@ -94,8 +114,12 @@ def vae_loss(
 def _check_objective(objective: str, iwae_samples: int) -> None:
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
-    if objective == "iwae" and (not isinstance(iwae_samples, int) or iwae_samples < 1):
-        raise ValueError(f"iwae_samples (--iwae-samples) must be an integer >= 1, got {iwae_samples!r}")
+    check_int("iwae_samples (--iwae-samples)", iwae_samples)
+    if objective != "iwae" and iwae_samples != 1:
+        raise ValueError(
+            f"iwae_samples (--iwae-samples) applies to objective='iwae' (--objective iwae) only, "
+            f"got {iwae_samples} with objective={objective!r}"
+        )
 
 
 def _signature(dataset: str, model: dict, objective: str, iwae_samples: int) -> dict:
@@ -148,6 +172,7 @@ def train_vae(
             was written.
     """
     _check_objective(objective, iwae_samples)
+    check_int("nll_samples (--nll-samples)", nll_samples, minimum=0)
     torch_device, joined = distributed.setup(resolve_device(device))
     try:
         return _train_vae(
@@ -219,13 +244,49 @@ def _train_vae(
             return _record_training(run_dir, nll_samples, str(torch_device), progress, log)
 
 
+#: Kind of run -> the command that makes it and the keys its ``config.json`` must hold.
+RUN_KINDS = {
+    "vae": ("vaeflows train", ("dataset", "data_dir", "model")),
+    "density": (
+        "vaeflows density train",
+        ("dataset", "data_dir", "flow", "options", "num_train", "dequantization", "conditional", "train"),
+    ),
+}
+
+
+def read_run_config(run_dir: Path, kind: str) -> dict:
+    """``run_dir/config.json`` of a run of ``kind`` (a key of :data:`RUN_KINDS`).
+
+    Raises:
+        FileNotFoundError: there is no ``config.json``.
+        ValueError: it is not readable JSON (cut short, edited), or lacks keys: the message says
+            whether it is another kind of run, and which command reads that one.
+    """
+    command, keys = RUN_KINDS[kind]
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a vaeflows run directory (no config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not readable JSON ({error}): was it cut short or edited?") from None
+    missing = [key for key in keys if key not in config] if isinstance(config, dict) else list(keys)
+    if missing:
+        for other, (other_command, other_keys) in RUN_KINDS.items():
+            if other != kind and isinstance(config, dict) and all(key in config for key in other_keys):
+                raise ValueError(
+                    f"{run_dir} is a run of `{other_command}`, not of `{command}`: "
+                    + ("load it with vaeflows.density.load_density_run" if other == "density"
+                       else "evaluate it with `vaeflows evaluate` or vaeflows.infer.load_run")
+                )
+        raise ValueError(f"{path} lacks {missing}: it is not a config.json written by `{command}`")
+    return config
+
+
 def load_run(run_dir: Path, device: str = "auto") -> Tuple[VAE, dict, VAEData]:
     """The best model of a run directory, its ``config.json`` and its data."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a vaeflows run directory (no config.json)")
-    config = json.loads(config_path.read_text())
+    config = read_run_config(run_dir, "vae")
     torch_device = resolve_device(device)
     data = load_dataset(config["dataset"], config["data_dir"])
     vae = build_vae(image_shape=data.image_shape, likelihood=data.likelihood, **config["model"])
