@@ -215,7 +215,7 @@ def test_a_checkpoint_that_pickles_a_callable_is_refused_and_never_runs(tmp_path
     module, _ = fit_toy(tmp_path, epochs=1)
     torch.save({"module": module.state_dict(), "state": Payload(marker)}, tmp_path / name)
     assert not marker.exists()
-    with pytest.raises(UnsafeCheckpoint, match=rf"{name} pickles \w*\.open, which no vaeflows checkpoint holds"):
+    with pytest.raises(UnsafeCheckpoint, match=rf"{name} pickles \w*\.open, which vaeflows checkpoints do not hold"):
         if name == "last.pt":
             fit_toy(tmp_path, epochs=2)
         else:

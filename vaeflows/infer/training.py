@@ -215,9 +215,10 @@ def load_checkpoint(path: Path, map_location: Optional[str] = None) -> dict:
         unsafe = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
         if unsafe:
             raise UnsafeCheckpoint(
-                f"{path} pickles {unsafe.group(1)}, which no vaeflows checkpoint holds: it was not "
-                "loaded (loading it could run code). Use checkpoints you trained, or delete it to "
-                "start afresh"
+                f"{path} pickles {unsafe.group(1)}, which vaeflows checkpoints do not hold: it was "
+                "not loaded, since loading it could run code (older vaeflows checkpoints, which "
+                "pickled numpy arrays, are refused too). Delete it to start afresh, or use another "
+                "run directory"
             ) from None
         first_line = (str(error).strip().splitlines() or [""])[0]
         raise CheckpointMismatch(
