@@ -33,7 +33,6 @@ once per epoch (no sync per step).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pickle
@@ -330,6 +329,11 @@ def run_changes(checkpoint: Optional[dict], config: TrainConfig) -> List[dict]:
     return history
 
 
+try:  # POSIX; elsewhere (Windows) runs go unlocked, with a warning
+    import fcntl
+except ImportError:  # pragma: no cover - no Windows machine in CI
+    fcntl = None  # type: ignore[assignment]
+
 _HELD: Dict[str, list] = {}  # run directory -> [its open run.lock, nesting depth], in this process
 
 
@@ -355,6 +359,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         file = open(run_dir / "run.lock", "a+")
         try:
+            if fcntl is None:
+                raise OSError("this platform has no fcntl.flock")
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             file.seek(0)
