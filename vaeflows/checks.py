@@ -85,7 +85,7 @@ def check_dims(name: str, value: object, allow_empty: bool = False) -> Tuple[int
     """
     sizes = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
     if sizes is None or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
-        raise ValueError(f"{name} must be a sequence of integers >= 1, e.g. (64, 64), got {value!r}")
+        raise ValueError(f"{name} must be a sequence of integers >= 1, got {value!r}")
     if not sizes and not allow_empty:
         raise ValueError(f"{name} needs at least one hidden layer, e.g. (64,), got {value!r}")
     return tuple(int(s) for s in sizes)
@@ -113,6 +113,10 @@ def check_writable_dir(path: os.PathLike, name: str) -> Path:
         where = "" if existing == path else f" (its parent {existing} is a file)"
         raise NotADirectoryError(f"{name} {path} is not a folder{where}: pass a folder path")
     if not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o222):
-        where = "" if existing == path else f" (its nearest existing parent {existing} is read-only)"
-        raise PermissionError(f"{name} {path} cannot be written{where}: pass a writable folder")
+        if existing == path:
+            raise PermissionError(f"{name} {path} is read-only: pass a writable folder")
+        raise PermissionError(
+            f"{name} {path} cannot be written: its nearest existing parent {existing} is read-only; "
+            "pass a writable folder"
+        )
     return path

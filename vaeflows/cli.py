@@ -158,7 +158,7 @@ def _add_density_commands(commands) -> None:
     train.add_argument("--hidden", type=POSITIVE_INT, default=64, help="MLP width or conv channels")
     train.add_argument("--num-levels", type=POSITIVE_INT, help="scales of RealNVP/Glow on images (default 2)")
     train.add_argument("--num-train", type=POSITIVE_INT, help="training points (toy: generated, default 20000)")
-    train.add_argument("--dequantization", default="uniform", choices=list(DEQUANTIZERS))
+    train.add_argument("--dequantization", choices=list(DEQUANTIZERS), help="8-bit data (mnist) only (default uniform)")
     train.add_argument("--conditional", action="store_true", help="class-conditional flow (mnist)")
     energy = actions.add_parser("energy", help="fit a posterior flow to U1-U4 by reverse KL")
     energy.add_argument("--energy", required=True, choices=list(ENERGIES))
@@ -180,7 +180,7 @@ def _add_density_commands(commands) -> None:
 
 
 def _density(args: argparse.Namespace) -> None:
-    from vaeflows.density import fit_energy, train_density
+    from vaeflows.density import TOY_DATASETS, fit_energy, train_density
 
     config = TrainConfig(
         epochs=args.epochs,
@@ -198,9 +198,13 @@ def _density(args: argparse.Namespace) -> None:
         return
     options = {"num_steps": args.num_steps, "hidden": args.hidden}
     if args.num_levels is not None:
+        if args.flow not in ("realnvp", "glow"):
+            raise ValueError("--num-levels applies to --flow realnvp or glow only (multi-scale on images)")
         options["num_levels"] = args.num_levels
+    if args.dequantization is not None and args.dataset in TOY_DATASETS:
+        raise ValueError(f"--dequantization applies to 8-bit data (mnist) only; {args.dataset} is continuous")
     train_density(args.dataset, args.flow, options, config, args.out, args.data_dir, args.num_train,
-                  args.dequantization, args.conditional, args.device, progress=not args.no_progress,
+                  args.dequantization or "uniform", args.conditional, args.device, progress=not args.no_progress,
                   allow_changes=args.allow_changes)
 
 
@@ -293,13 +297,14 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def _is_user_error(error: Exception) -> bool:
-    """An error to report in one line: an OSError (files, folders, permissions), or a ValueError,
-    TypeError, ImportError or RuntimeError that vaeflows raised itself (its messages name the
-    argument and the fix). Errors raised inside torch, Pyro or the standard library are bugs of
-    vaeflows' checks, shown with their traceback."""
-    if isinstance(error, OSError):
+    """An error to report in one line: an OSError (files, folders, permissions), an error of a
+    vaeflows class (CheckpointMismatch, TrainingDiverged, RunLocked, ...), or a ValueError,
+    TypeError, ImportError or NotImplementedError raised by a line of vaeflows (its messages name
+    the argument and the fix). Anything else, such as a RuntimeError of a torch operation, means a
+    check is missing: it keeps its traceback."""
+    if isinstance(error, OSError) or type(error).__module__.split(".")[0] == "vaeflows":
         return True
-    if not isinstance(error, (ValueError, TypeError, ImportError, RuntimeError)) or error.__traceback__ is None:
+    if not isinstance(error, (ValueError, TypeError, ImportError, NotImplementedError)) or error.__traceback__ is None:
         return False
     return Path(traceback.extract_tb(error.__traceback__)[-1].filename).resolve().is_relative_to(_PACKAGE)
 

@@ -175,6 +175,7 @@ class FlowDensity(nn.Module):
 
     def sample(self, n: int, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``n`` samples, shape ``(n, *event_shape)``; a context broadcasts against ``(n,)``."""
+        check_int("n", n, minimum=0)
         self._check_context(context)
         z = torch.randn(
             n, *self.noise_shape, dtype=self._reference.dtype, device=self._reference.device

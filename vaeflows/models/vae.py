@@ -148,6 +148,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample_images(self, num: int, like: torch.Tensor) -> torch.Tensor:
         """Means of ``p(x | z)`` for ``num`` prior samples ``z``, on ``like``'s device."""
+        check_int("num", num, minimum=0)
         z = self.prior(like).sample((num,))
         return self.likelihood.mean(self.decoder(z))
 

@@ -29,6 +29,7 @@ from typing import Callable, Dict, Sequence, Tuple, Type
 
 from torch import nn
 
+from vaeflows.checks import check_dims
 from vaeflows.nn.gated import GatedConvDecoder, GatedConvEncoder
 from vaeflows.nn.likelihoods import build_likelihood
 from vaeflows.nn.mlp import MLPDecoder, MLPEncoder
@@ -84,10 +85,14 @@ def build_encoder_decoder(
         ``(encoder, decoder)``; ``encoder.feature_dim`` is the size of the features.
 
     Raises:
-        ValueError: for an unknown architecture or likelihood (listing the known ones), or an image
-            shape the architecture cannot take (gated-conv: 28x28 and 28x20 only).
+        ValueError: for an unknown architecture or likelihood (listing the known ones), an image
+            shape that is not three sizes >= 1, or one the architecture cannot take (gated-conv:
+            28x28 and 28x20 only).
         TypeError: for an option the architecture does not have.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](tuple(image_shape), latent_dim, likelihood, **options)
+    shape = check_dims("image_shape", image_shape)
+    if len(shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), e.g. (1, 28, 28), got {image_shape!r}")
+    return ARCHITECTURES[arch](shape, latent_dim, likelihood, **options)

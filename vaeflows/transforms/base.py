@@ -204,7 +204,9 @@ class FlowStack(CachedLadjTransform):
 
     so that an unbatched ``z`` of shape ``(D,)`` and a context ``(B, C)`` give ``(B, D)``, and a
     ``TransformedDistribution`` over an unbatched base has batch shape ``(B,)``. The event is a
-    vector both ways (``domain`` and ``codomain`` are ``real_vector``).
+    vector both ways (``domain`` and ``codomain`` are ``real_vector``). A ``z`` whose last dim is
+    not ``latent_dim``, or whose leading dims do not broadcast against ``batch_shape``, is a
+    ValueError saying so.
     """
 
     def __init__(
@@ -212,16 +214,32 @@ class FlowStack(CachedLadjTransform):
         steps: Sequence[Transform],
         name: str,
         invertible: bool,
+        latent_dim: int,
         batch_shape: Tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.steps = list(steps)
         self.name = name
         self.invertible = invertible
+        self.latent_dim = latent_dim
         self.batch_shape = tuple(batch_shape)
 
     def forward_shape(self, shape: Sequence[int]) -> torch.Size:
-        return torch.broadcast_shapes(tuple(shape[:-1]), self.batch_shape) + torch.Size(shape[-1:])
+        shape = tuple(shape)
+        if shape[-1:] != (self.latent_dim,):
+            raise ValueError(
+                f"{self.name} flow: z of shape {shape} for a flow of latent_dim={self.latent_dim}: "
+                f"pass z of shape (..., {self.latent_dim})"
+            )
+        try:
+            lead = torch.broadcast_shapes(shape[:-1], self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{self.name} flow: z of shape {shape} does not broadcast against the batch shape "
+                f"{self.batch_shape} of the context it was conditioned on: pass one context row per "
+                "data point (z's batch dims must end in the context's)"
+            ) from None
+        return lead + torch.Size(shape[-1:])
 
     def inverse_shape(self, shape: Sequence[int]) -> torch.Size:
         return self.forward_shape(shape)
@@ -376,7 +394,7 @@ class AmortizedFlow(ConditionalTransformModule, abc.ABC):
     def condition(self, context: torch.Tensor) -> FlowStack:
         self.check_context(context)
         check_traceable(self)
-        return FlowStack(self.steps(context), self.name, self.invertible, context.shape[:-1])
+        return FlowStack(self.steps(context), self.name, self.invertible, self.latent_dim, context.shape[:-1])
 
 
 class GlobalFlow(CachedLadjTransform, TransformModule, abc.ABC):
@@ -409,7 +427,7 @@ class GlobalFlow(CachedLadjTransform, TransformModule, abc.ABC):
 
     def _new_stack(self) -> FlowStack:
         check_traceable(self)
-        return FlowStack(self.steps(), self.name, self.invertible)
+        return FlowStack(self.steps(), self.name, self.invertible, self.latent_dim)
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
         stack = self._new_stack()

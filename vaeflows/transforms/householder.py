@@ -15,6 +15,8 @@ from typing import List
 from pyro.distributions.transforms.householder import ConditionedHouseholder
 from torch.distributions import Transform
 
+from vaeflows.checks import check_int
+
 from .base import FlowFamily, Params
 
 __all__ = ["householder_family"]
@@ -27,8 +29,7 @@ def _householder_steps(params: Params) -> List[Transform]:
 
 def householder_family(latent_dim: int, num_householder: int = 1) -> FlowFamily:
     """Householder steps with raw reflection vectors ``v`` of shape ``(num_householder, D)``."""
-    if not isinstance(num_householder, int) or num_householder < 1:
-        raise ValueError(f"num_householder must be an integer >= 1, got {num_householder!r}")
+    num_householder = check_int("num_householder", num_householder)
     return FlowFamily(
         "householder", {"v": (num_householder, latent_dim)}, _householder_steps, True
     )

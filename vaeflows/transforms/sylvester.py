@@ -36,6 +36,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch.distributions import Transform
 
+from vaeflows.checks import check_int
+
 from .base import FlowFamily, FunctionStep, Params
 
 __all__ = [
@@ -197,8 +199,8 @@ def _shared_shapes(m: int) -> dict:
 def sylvester_orthogonal_family(latent_dim: int, num_ortho_vecs: Optional[int] = None) -> FlowFamily:
     """O-SNF steps; ``num_ortho_vecs`` is the paper's ``M`` (default ``min(D, 8)``, the paper's
     code default being 8 for ``D = 64``)."""
-    m = min(latent_dim, 8) if num_ortho_vecs is None else num_ortho_vecs
-    if not isinstance(m, int) or not 1 <= m <= latent_dim:
+    m = min(latent_dim, 8) if num_ortho_vecs is None else check_int("num_ortho_vecs", num_ortho_vecs)
+    if m > latent_dim:
         raise ValueError(f"num_ortho_vecs must be an integer in [1, latent_dim={latent_dim}], got {m!r}")
     shapes = {**_shared_shapes(m), "q": (latent_dim, m)}
     return FlowFamily("sylvester-orthogonal", shapes, _orthogonal_steps, False)
@@ -206,8 +208,7 @@ def sylvester_orthogonal_family(latent_dim: int, num_ortho_vecs: Optional[int] =
 
 def sylvester_householder_family(latent_dim: int, num_householder: int = 8) -> FlowFamily:
     """H-SNF steps; ``num_householder`` reflections per step make ``Q`` (the paper's ``H``)."""
-    if not isinstance(num_householder, int) or num_householder < 1:
-        raise ValueError(f"num_householder must be an integer >= 1, got {num_householder!r}")
+    num_householder = check_int("num_householder", num_householder)
     shapes = {**_shared_shapes(latent_dim), "v": (num_householder, latent_dim)}
     return FlowFamily("sylvester-householder", shapes, _householder_steps, False)
 
