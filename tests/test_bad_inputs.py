@@ -9,7 +9,8 @@ this table with its bad values.
 Placeholders in the command lines name prepared paths (see :func:`places`): ``{out}`` (a run
 folder that does not exist yet), ``{file}`` (a file), ``{ro}`` (a read-only folder), ``{empty}``
 (an empty folder), ``{vae_run}`` / ``{density_run}`` (run folders with a VAE's / a density fit's
-``config.json``), ``{cut_run}`` (a truncated ``config.json``), ``{keyless_run}`` (one missing keys),
+``config.json``), ``{cut_run}`` (a truncated ``config.json``), ``{keyless_run}`` (one missing keys), ``{edited_run}``
+(one whose ``model`` is not a mapping),
 ``{gz_cut}`` / ``{idx_cut}`` (MNIST folders with a truncated ``.gz`` / extracted IDX file).
 """
 
@@ -99,6 +100,8 @@ CLI_CASES = {
     "unknown-optimizer": (T + ["--optimizer", "sgd", "--out", "{out}"], ["--optimizer", "'sgd'", "adamax"]),
     "unknown-objective": (T + ["--objective", "kl", "--out", "{out}"], ["--objective", "'kl'", "iwae"]),
     "missing-out": (T, ["--out", "required"]),
+    "empty-out": (T + ["--out", ""], ["--out", "empty"]),
+    "sample-empty-out": (["sample", "{vae_run}", "--out", ""], ["--out", "empty"]),
     # architecture and flow options of `train`
     "hidden-dims-zero": (T + ["--hidden-dims", "0", "--out", "{out}"], ["--hidden-dims", "positive"]),
     "hidden-dims-words": (T + ["--hidden-dims", "a,b", "--out", "{out}"], ["--hidden-dims", "'a,b'"]),
@@ -129,6 +132,7 @@ CLI_CASES = {
     "evaluate-not-a-run": (["evaluate", "{empty}"], ["not a vaeflows run directory", "config.json"]),
     "evaluate-truncated-config": (["evaluate", "{cut_run}"], ["config.json", "not readable JSON"]),
     "evaluate-config-missing-keys": (["evaluate", "{keyless_run}"], ["config.json", "lacks", "'model'"]),
+    "evaluate-config-model-not-a-mapping": (["evaluate", "{edited_run}"], ["config.json", "'model' is not a mapping"]),
     "evaluate-a-density-run": (["evaluate", "{density_run}"], ["vaeflows density train", "load_density_run"]),
     "evaluate-samples-zero": (["evaluate", "{vae_run}", "--samples", "0"], ["--samples", ">= 1"]),
     "evaluate-samples-negative": (["evaluate", "{vae_run}", "--samples", "-1"], ["--samples", ">= 1"]),
@@ -196,6 +200,8 @@ def places(tmp_path):
         (root / name / "config.json").write_text(json.dumps(config))
     (root / "cut_run").mkdir()
     (root / "cut_run" / "config.json").write_text(json.dumps(VAE_CONFIG)[:25])
+    (root / "edited_run").mkdir()
+    (root / "edited_run" / "config.json").write_text(json.dumps({**VAE_CONFIG, "model": "planar"}))
     (root / "keyless_run").mkdir()
     (root / "keyless_run" / "config.json").write_text(json.dumps({"dataset": "digits", "data_dir": None}))
     images = np.zeros((3, 28, 28), np.uint8)
@@ -207,7 +213,7 @@ def places(tmp_path):
             _write_idx(root / folder / f"{stem}{suffix}", array, cut=12 if stem.startswith("train-images") else 0)
     (root / "ro").chmod(0o555)
     yield {name: str(root / name) for name in
-           ("file", "empty", "ro", "vae_run", "density_run", "cut_run", "keyless_run", "gz_cut", "idx_cut")} | {
+           ("file", "empty", "ro", "vae_run", "density_run", "cut_run", "edited_run", "keyless_run", "gz_cut", "idx_cut")} | {
         "out": str(tmp_path / "out")}
     (root / "ro").chmod(stat.S_IRWXU)
 

@@ -81,6 +81,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vaeflows: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _path(text: str) -> Path:
+    """An argparse ``type`` for paths: an empty one (which would mean the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
 #: The argparse types of the numeric flags, defined once.
 POSITIVE_INT = _checked(check_int, int, minimum=1)
 COUNT = _checked(check_int, int, minimum=0)
@@ -114,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nll-samples", type=COUNT, default=5000, help="test NLL samples (0: skip)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     train.add_argument("--seed", type=COUNT, default=0)
-    train.add_argument("--out", required=True, type=Path, help=RESUME_HELP)
+    train.add_argument("--out", required=True, type=_path, help=RESUME_HELP)
     train.add_argument("--allow-changes", action="store_true", help=ALLOW_CHANGES_HELP)
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -126,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "count; the training's own test figures (top level, seed 0) and earlier evaluations are "
         "kept.",
     )
-    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("run_dir", type=_path)
     evaluate.add_argument("--samples", type=int, default=5000, help="importance samples per test point (>= 1)")
     evaluate.add_argument("--seed", type=int, default=0,
                           help="seed of the figures' samples, recorded (0, as the training's own figures)")
@@ -134,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true")
 
     sample = commands.add_parser("sample", help="draw images from a trained run")
-    sample.add_argument("run_dir", type=Path)
+    sample.add_argument("run_dir", type=_path)
     sample.add_argument("--num", type=POSITIVE_INT, default=64)
     sample.add_argument("--seed", type=COUNT, default=0)
-    sample.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/samples.png)")
+    sample.add_argument("--out", type=_path, help="PNG path (default RUN_DIR/samples.png)")
     sample.add_argument("--device", default="auto")
     _add_density_commands(commands)
     return parser
@@ -173,7 +180,7 @@ def _add_density_commands(commands) -> None:
         action.add_argument("--patience", type=COUNT, default=10, help="early-stopping patience (0: none)")
         action.add_argument("--clip-norm", type=POSITIVE, help="clip the gradient norm to this value")
         action.add_argument("--seed", type=COUNT, default=0)
-        action.add_argument("--out", required=True, type=Path, help=RESUME_HELP)
+        action.add_argument("--out", required=True, type=_path, help=RESUME_HELP)
         action.add_argument("--allow-changes", action="store_true", help=ALLOW_CHANGES_HELP)
         action.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

@@ -280,6 +280,9 @@ def read_run_config(run_dir: Path, kind: str) -> dict:
                        else "evaluate it with `vaeflows evaluate` or vaeflows.infer.load_run")
                 )
         raise ValueError(f"{path} lacks {missing}: it is not a config.json written by `{command}`")
+    edited = [key for key in ("model", "options", "train") if key in keys and not isinstance(config[key], dict)]
+    if edited:
+        raise ValueError(f"{path}: {edited[0]!r} is not a mapping: it is not a config.json written by `{command}`")
     return config
 
 
