@@ -8,7 +8,7 @@ mapping noise to data (the generative direction, as Pyro's ``TransformedDistribu
 ``log_prob`` is exact on any data: it runs the inverse, never a sample cache. Every builder takes
 vectors ``(D,)`` and images ``(C, H, W)``; NICE and MAF flatten images, RealNVP and Glow are
 multi-scale on images. Image models live on ``[0, 1]`` (see :mod:`.dequantization` for 8-bit
-data).
+data); RealNVP's and Glow's refuse pixels outside it (``unit_interval``).
 
 Example:
     >>> model = density_flow("realnvp", (2,), num_steps=4, hidden=16)
@@ -84,6 +84,8 @@ class FlowDensity(nn.Module):
         context_dim: size of the context (e.g. a class one-hot) every call then needs; ``None``
             for an unconditional model.
         name: the flow's registry name.
+        unit_interval: the model is of pixels in ``[0, 1]`` (RealNVP's and Glow's image models):
+            :meth:`log_prob` refuses values outside it.
 
     Shapes:
         ``log_prob``: ``x`` ``(..., *event_shape)`` -> ``(...)``; ``sample(n)`` -> ``(n, *event_shape)``.
@@ -113,6 +115,7 @@ class FlowDensity(nn.Module):
         noise_shape: Optional[Sequence[int]] = None,
         context_dim: Optional[int] = None,
         name: str = "",
+        unit_interval: bool = False,
     ) -> None:
         super().__init__()
         self.flow = flow
@@ -120,6 +123,7 @@ class FlowDensity(nn.Module):
         self.noise_shape = tuple(noise_shape or event_shape)
         self.context_dim = None if context_dim is None else check_int("context_dim", context_dim)
         self.name = name
+        self.unit_interval = unit_interval
         self.check_values = True  # NaN/inf checks in log_prob; trainers check the data once instead
         self.register_buffer("_reference", torch.zeros(()))
 
@@ -144,8 +148,8 @@ class FlowDensity(nn.Module):
 
         Raises:
             ValueError: ``x`` is not a tensor of the model's dtype ending in ``event_shape``,
-                holds NaN or inf, holds image pixels outside ``[0, 1]``, or the context is
-                missing or of the wrong size.
+                holds NaN or inf, holds pixels outside ``[0, 1]`` (``unit_interval``), or the
+                context is missing or of the wrong size.
         """
         n = len(self.event_shape)
         fits = torch.is_tensor(x) and x.is_floating_point() and x.dim() >= n
@@ -163,7 +167,7 @@ class FlowDensity(nn.Module):
             )
         if self.check_values and not torch.isfinite(x).all():
             raise ValueError("the data hold NaN or inf values: clean or drop those rows first")
-        if self.check_values and len(self.event_shape) == 3 and not ((x >= 0) & (x <= 1)).all():
+        if self.check_values and self.unit_interval and not ((x >= 0) & (x <= 1)).all():
             raise ValueError(
                 f"a {self.name} image model scores pixels in [0, 1], got values in "
                 f"[{x.min().item():g}, {x.max().item():g}]: divide 8-bit pixels by 255, or "
@@ -359,7 +363,7 @@ def realnvp(
         )
 
     flow = FlowSequence([level(shape, levels), Logit(3, alpha)])
-    return FlowDensity(flow, shape, context_dim=context_dim, name="realnvp")
+    return FlowDensity(flow, shape, context_dim=context_dim, name="realnvp", unit_interval=True)
 
 
 def glow(
@@ -409,7 +413,7 @@ def glow(
         inner = [] if left == 1 else [FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c)]
         return FlowSequence([Squeeze(), *inner, *steps((4 * c, h // 2, w // 2)), Unsqueeze()])
 
-    return FlowDensity(level(shape, levels), shape, context_dim=context_dim, name="glow")
+    return FlowDensity(level(shape, levels), shape, context_dim=context_dim, name="glow", unit_interval=True)
 
 
 def residual(
