@@ -6,6 +6,8 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -58,3 +60,31 @@ def test_custom_pyro_model_elbo_rises():
         history = result["elbo_history"]
         assert all(math.isfinite(v) for v in history) and math.isfinite(result["final_elbo"])
         assert sum(history[-10:]) / 10 > sum(history[:10]) / 10
+
+
+def test_flow_guides_side_by_side(tmp_path):
+    example = load("flow_guides")
+    results = example.main(args_of(example, models=["banana", "eight_schools"], flows=["iaf:full"], steps=60,
+                                   elbo_samples=200, plot_samples=500, nuts_warmup=10, nuts_samples=20,
+                                   out=str(tmp_path), progress=False))
+    assert set(results) == {"banana", "eight_schools"}
+    for name, result in results.items():
+        assert list(result["guides"]) == ["mean field", "full rank", "iaf, full base"]
+        for guide in result["guides"].values():
+            assert guide["diverged_at"] is None and math.isfinite(guide["elbo"]) and guide["elbo_se"] > 0
+        history = result["guides"]["iaf, full base"]["elbo_history"]
+        assert len(history) == 60 and sum(history[-10:]) / 10 > sum(history[:10]) / 10
+        assert result["nuts"].shape == (20, 2)
+        assert result["figure"] == tmp_path / f"{name}.png" and result["figure"].stat().st_size > 10_000
+
+
+def test_flow_guides_draws_a_pair_outside_a_plate():
+    """The logistic regression's weights, a (10,) event beside the data plate: what Predictive(parallel=True) misshapes."""
+    example = load("flow_guides")
+    spec = example.MODELS["logistic"]
+    guide = example.AutoFlow(spec.model, "iaf", base="full")
+    assert example.draw_pair(spec, guide, 7).shape == (7, 2)
+    with pytest.raises(ValueError, match="unknown flow 'iaff'.*iaf"):
+        example.guide_options(["iaff:full"])
+    with pytest.raises(ValueError, match="unknown base 'ful'.*full"):
+        example.guide_options(["iaf:ful"])
