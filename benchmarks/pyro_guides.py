@@ -348,6 +348,7 @@ def write_results(
     tables: Dict[str, List[dict]],
     notes: List[str],
     minutes: float,
+    cpu_minutes: float,
 ) -> str:
     title = "Pyro's autoguides, zuko and vaeflows' AutoFlow on three Pyro models"
     lines = results_header(title, "pyro_guides.py", argv, code)
@@ -357,7 +358,8 @@ def write_results(
         f"clip norm 10), flow depth K = {args.num_flows} for every flow guide; then the ELBO from "
         f"{args.elbo_samples} draws in eval mode (`pyro_models.elbo_estimate`). The guides of a model and seed "
         f"train in turn in blocks of {args.block} step(s), the order rotated every round; {args.clock} clock, "
-        f"{torch.get_num_threads()} torch thread(s); Pyro's validation off while training. Run time {minutes:.1f} min.",
+        f"{torch.get_num_threads()} torch thread(s); Pyro's validation off while training. Run time "
+        f"{minutes:.1f} min wall, {cpu_minutes:.1f} min of CPU (the rest is other jobs on the machine).",
         "- **Columns**: ELBO: mean over seeds +- its standard error (spread of the seeds); MC se: the mean "
         "within-run Monte Carlo standard error of one seed's ELBO; best seed: the highest seed's ELBO; "
         f"step / {REFERENCE}: median over all rounds and seeds of the guide's block time over {REFERENCE}'s "
@@ -426,7 +428,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated: {', '.join(MODELS)}")
     parser.add_argument("--guides", help="comma-separated guide names (default: all; AutoIAFNormal is always run)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
-    parser.add_argument("--steps", type=int, default=1200, help="training steps of every guide")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps of every guide")
     parser.add_argument("--num-flows", type=int, default=2, help="depth K of every flow guide")
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -466,7 +468,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(machine())
     rounds = math.ceil(args.steps / args.block)
     tables = {}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(total=len(models) * args.seeds * rounds, desc="rounds", unit="round")
     with pyro.validation_enabled(False), bar:
         for model in models:
@@ -475,8 +477,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 bar.set_postfix_str(f"{model} seed {seed}")
                 runs_by_seed.append(train_and_time(MODELS[model], specs, seed, args, bar))
             tables[model] = [_summary(runs_by_seed, spec.name) for spec in specs]
-    minutes = (time.perf_counter() - start) / 60
-    print(write_results(args, argv, code, tables, notes, minutes))
+    minutes, cpu_minutes = (time.perf_counter() - start) / 60, (time.process_time() - cpu_start) / 60
+    print(write_results(args, argv, code, tables, notes, minutes, cpu_minutes))
     print(f"wrote {args.out}")
     return 0
 
