@@ -13,7 +13,12 @@ from typing import List
 import pyro
 import torch
 
-__all__ = ["machine", "command_line", "package_version", "write_markdown", "synchronize", "device_name", "results_header"]
+__all__ = ["DATA_DIR", "machine", "command_line", "package_version", "write_markdown", "synchronize", "device_name", "results_header"]
+
+
+#: The shared data folder: ``$VAEFLOWS_DATA_DIR``, else ``../shared/data`` beside the repository
+#: (as the notebooks read it). Every script's ``--data-dir`` defaults to it.
+DATA_DIR = os.environ.get("VAEFLOWS_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def machine() -> str:

@@ -35,7 +35,7 @@ from typing import Callable, List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine  # noqa: E402
+from common import DATA_DIR, command_line, machine  # noqa: E402
 
 from vaeflows.density import bits_per_dim, glow, load_density_data, realnvp, toy_data  # noqa: E402
 from vaeflows.density.dequantization import NUM_LEVELS  # noqa: E402
@@ -151,7 +151,7 @@ def mnist(nf, args) -> List[str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="default: $VAEFLOWS_DATA_DIR or ../shared/data")
     parser.add_argument("--steps2d", type=int, default=8, help="coupling layers of the 2-D RealNVP")
     parser.add_argument("--iters2d", type=int, default=2000)
     parser.add_argument("--batch2d", type=int, default=256)

@@ -25,7 +25,7 @@ the minibatch order is drawn as vaeflows' ``fit`` draws it (a generator seeded w
 with one seed both start from the same weights and see the same minibatches and noise.
 
 Run alone:
-    python benchmarks/handwritten_vae.py --data-dir /work/shared/data --flow planar --epochs 3 --warmup 2
+    python benchmarks/handwritten_vae.py --data-dir ../shared/data --flow planar --epochs 3 --warmup 2
 
 References:
     Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import statistics
 import sys
 import time
@@ -288,7 +289,11 @@ def load_binarized_mnist_npz(data_dir: str) -> Tuple[torch.Tensor, torch.Tensor,
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="train the hand-written plain-PyTorch flow VAE")
-    parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("VAEFLOWS_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data")),
+        help="default: $VAEFLOWS_DATA_DIR or ../shared/data (this script imports nothing of the project)",
+    )
     parser.add_argument("--flow", default="none", choices=FLOWS)
     parser.add_argument("--num-flows", type=int, default=4)
     parser.add_argument("--latent-dim", type=int, default=40)

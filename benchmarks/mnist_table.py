@@ -36,7 +36,7 @@ from typing import Dict, List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version, write_markdown  # noqa: E402
+from common import DATA_DIR, command_line, machine, package_version, write_markdown  # noqa: E402
 
 from vaeflows.infer.experiment import resolve_device, train_vae  # noqa: E402
 from vaeflows.infer.training import TrainConfig, load_checkpoint  # noqa: E402
@@ -64,7 +64,7 @@ LABELS = {
     "ffjord": "FFJORD",
 }
 #: Test -ELBO (nats) of van den Berg et al. 2018, Table 1 (mean +- std of 3 runs), as quoted in
-#: /work/shared/PROTOCOL.md. H-SNF and T-SNF are in the paper too, but their MNIST figures could
+#: ../shared/PROTOCOL.md. H-SNF and T-SNF are in the paper too, but their MNIST figures could
 #: not be checked against a source here, so they are left blank rather than quoted from memory.
 PAPER_ELBO = {
     "none": "86.55 ± 0.06",
@@ -239,7 +239,7 @@ def write_table(
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="default: $VAEFLOWS_DATA_DIR or ../shared/data")
     parser.add_argument("--arch", default="mlp", choices=["mlp", "gated-conv"])
     parser.add_argument("--flows", default=",".join(FLOWS),
                         help="comma-separated subset of " + ", ".join(FLOWS + EXTRA_FLOWS) + " (default: the paper's six)")

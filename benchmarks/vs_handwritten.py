@@ -33,7 +33,7 @@ seconds per epoch at most 1.25x. With ``--profile always`` (or ``auto``, the def
 ratio misses the target) one vaeflows epoch is run under cProfile and its time broken down by package.
 
 Example:
-    python benchmarks/vs_handwritten.py --data-dir /work/shared/data --flows none,planar \\
+    python benchmarks/vs_handwritten.py --data-dir ../shared/data --flows none,planar \\
         --epochs 3 --warmup 2 --latent-dim 40
 """
 
@@ -57,7 +57,7 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, package_version, write_markdown  # noqa: E402
+from common import DATA_DIR, command_line, machine, package_version, write_markdown  # noqa: E402
 from handwritten_vae import HandwrittenRun, HandwrittenVAE  # noqa: E402
 
 import vaeflows.infer.experiment as experiment  # noqa: E402
@@ -524,7 +524,7 @@ def write_results(args, argv, code, results, steps, counts, checks, profiles, pa
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="default: $VAEFLOWS_DATA_DIR or ../shared/data")
     parser.add_argument("--flows", default="none,planar", help="comma-separated: none, planar")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
