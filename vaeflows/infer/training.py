@@ -460,126 +460,111 @@ def fit(
         CheckpointMismatch: ``last.pt`` cannot be resumed with these settings.
         TrainingDiverged: the training or validation value became NaN or infinite.
     """
+    run_dir = Path(run_dir)
     with run_lock(run_dir):
-        return _fit(module, loss, validate, train_data, config, Path(run_dir), signature, progress, log, allow_changes)
+        rank, size = world()
+        main = rank == 0
+        log = log if main else (lambda line: None)
+        last, best = run_dir / "last.pt", run_dir / "best.pt"
+        optimizer = make_optimizer(module, config)
+        state = _State()
+        checkpoint = check_resumable(run_dir, signature, config, allow_changes)
+        pyro.clear_param_store()
+        if checkpoint is not None:
+            module.load_state_dict(checkpoint["module"])
+            if checkpoint["config"]["optimizer"] == config.optimizer:  # else a new one, fresh state
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr  # the saved one, unless allow_changes changed it
+            # The module's parameters reach Pyro's param store (registered by pyro.module) at the
+            # next model call, from the loaded module.
+            state = _State(**checkpoint["state"])
+            state.changes = run_changes(checkpoint, config)
+            saved = checkpoint.get("rng_per_rank") or [checkpoint["rng"]]
+            _set_rng_state(saved[rank] if len(saved) == size else saved[0])
+            if len(saved) != size and rank > 0:  # resumed on another number of processes
+                pyro.set_rng_seed(config.seed + 7919 * rank + state.epoch)
+            log(f"resumed {run_dir} after epoch {state.epoch}" + (f" on {size} processes" if size > 1 else ""))
+            changed = _changed_settings(checkpoint, config)
+            if changed:
+                log(f"applying changed settings from epoch {state.epoch + 1}: {_listed(changed)}")
+        else:
+            pyro.set_rng_seed(config.seed + 7919 * rank)  # other noise on every process
 
-
-def _fit(
-    module: nn.Module,
-    loss: Callable[[torch.Tensor, int], torch.Tensor],
-    validate: Callable[[], float],
-    train_data: torch.Tensor,
-    config: TrainConfig,
-    run_dir: Path,
-    signature: dict,
-    progress: bool,
-    log: Callable[[str], None],
-    allow_changes: bool,
-) -> List[dict]:
-    rank, size = world()
-    main = rank == 0
-    log = log if main else (lambda line: None)
-    last, best = run_dir / "last.pt", run_dir / "best.pt"
-    optimizer = make_optimizer(module, config)
-    state = _State()
-    checkpoint = check_resumable(run_dir, signature, config, allow_changes)
-    pyro.clear_param_store()
-    if checkpoint is not None:
-        module.load_state_dict(checkpoint["module"])
-        if checkpoint["config"]["optimizer"] == config.optimizer:  # else a new one, fresh state
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr  # the saved one, unless allow_changes changed it
-        # The module's parameters reach Pyro's param store (registered by pyro.module) at the
-        # next model call, from the loaded module.
-        state = _State(**checkpoint["state"])
-        state.changes = run_changes(checkpoint, config)
-        saved = checkpoint.get("rng_per_rank") or [checkpoint["rng"]]
-        _set_rng_state(saved[rank] if len(saved) == size else saved[0])
-        if len(saved) != size and rank > 0:  # resumed on another number of processes
-            pyro.set_rng_seed(config.seed + 7919 * rank + state.epoch)
-        log(f"resumed {run_dir} after epoch {state.epoch}" + (f" on {size} processes" if size > 1 else ""))
-        changed = _changed_settings(checkpoint, config)
-        if changed:
-            log(f"applying changed settings from epoch {state.epoch + 1}: {_listed(changed)}")
-    else:
-        pyro.set_rng_seed(config.seed + 7919 * rank)  # other noise on every process
-
-    step_loss = loss
-    if size > 1:
-        cuda = train_data.device.type == "cuda"
-        step_loss = DistributedDataParallel(
-            LossModule(module, loss), device_ids=[train_data.device] if cuda else None
-        )
-    per_process = train_data.shape[0] // size
-    while state.epoch < config.epochs:
-        epoch = state.epoch + 1
-        if config.patience and state.bad_epochs >= config.patience:
-            log(f"early stop: no validation improvement for {config.patience} epochs")
-            break
-        start = time.perf_counter()
-        module.train()
-        # One permutation per epoch, the same on every process (and after a resume); process r
-        # takes its elements r, r + size, ... (a distributed sampler).
-        shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        order = torch.randperm(train_data.shape[0], generator=shuffle)
-        order = order[rank : per_process * size : size].to(train_data.device)
-        total = torch.zeros((), device=train_data.device)
-        bar = tqdm(
-            range(0, per_process, config.batch_size),
-            desc=f"epoch {epoch}/{config.epochs}",
-            leave=False,
-            disable=not (progress and main),
-        )
-        for begin in bar:
-            batch = train_data[order[begin : begin + config.batch_size]]
-            value = step_loss(batch, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            if config.clip_norm is not None:
-                nn.utils.clip_grad_norm_(module.parameters(), config.clip_norm)
-            optimizer.step()
-            total = total + value.detach() * batch.shape[0]
-        train_loss = all_sum(total).item() / (per_process * size)
-        if not np.isfinite(train_loss):
-            raise _diverged("training loss", train_loss, epoch, state.epoch, last)
-        module.eval()
-        valid = from_rank0(validate() if main else None)
-        if not np.isfinite(valid):
-            raise _diverged("validation value", valid, epoch, state.epoch, last)
-        seconds = time.perf_counter() - start
-        beta = kl_beta(epoch, config.warmup)
-        state.history.append(
-            {"epoch": epoch, "train_loss": train_loss, "valid": valid, "beta": beta, "seconds": seconds}
-        )
-        state.epoch = epoch
-        improved = valid < state.best_valid
-        if improved:
-            state.best_valid, state.best_epoch, state.bad_epochs = valid, epoch, 0
-        elif epoch > config.warmup:
-            state.bad_epochs += 1
-        rng_per_rank = gather(_rng_state())
-        if main:
-            if improved:
-                _save({"module": module.state_dict(), "signature": signature, "epoch": epoch}, best)
-            _save(
-                {
-                    "module": module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "param_store": {"params": pyro.get_param_store().get_state()["params"]},
-                    "state": asdict(state),
-                    "rng": rng_per_rank[0],
-                    "rng_per_rank": rng_per_rank,
-                    "signature": signature,
-                    "config": asdict(config),
-                    "world_size": size,
-                },
-                last,
+        step_loss = loss
+        if size > 1:
+            cuda = train_data.device.type == "cuda"
+            step_loss = DistributedDataParallel(
+                LossModule(module, loss), device_ids=[train_data.device] if cuda else None
             )
-        log(
-            f"epoch {epoch:4d}  train {train_loss:9.3f}  valid {valid:9.3f}  beta {beta:.2f}  "
-            f"{seconds:6.2f}s" + ("  *best*" if improved else "")
-        )
-    barrier()  # rank 0's checkpoints are on disk when any process returns
-    return state.history
-
+        per_process = train_data.shape[0] // size
+        while state.epoch < config.epochs:
+            epoch = state.epoch + 1
+            if config.patience and state.bad_epochs >= config.patience:
+                log(f"early stop: no validation improvement for {config.patience} epochs")
+                break
+            start = time.perf_counter()
+            module.train()
+            # One permutation per epoch, the same on every process (and after a resume); process r
+            # takes its elements r, r + size, ... (a distributed sampler).
+            shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            order = torch.randperm(train_data.shape[0], generator=shuffle)
+            order = order[rank : per_process * size : size].to(train_data.device)
+            total = torch.zeros((), device=train_data.device)
+            bar = tqdm(
+                range(0, per_process, config.batch_size),
+                desc=f"epoch {epoch}/{config.epochs}",
+                leave=False,
+                disable=not (progress and main),
+            )
+            for begin in bar:
+                batch = train_data[order[begin : begin + config.batch_size]]
+                value = step_loss(batch, epoch)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                if config.clip_norm is not None:
+                    nn.utils.clip_grad_norm_(module.parameters(), config.clip_norm)
+                optimizer.step()
+                total = total + value.detach() * batch.shape[0]
+            train_loss = all_sum(total).item() / (per_process * size)
+            if not np.isfinite(train_loss):
+                raise _diverged("training loss", train_loss, epoch, state.epoch, last)
+            module.eval()
+            valid = from_rank0(validate() if main else None)
+            if not np.isfinite(valid):
+                raise _diverged("validation value", valid, epoch, state.epoch, last)
+            seconds = time.perf_counter() - start
+            beta = kl_beta(epoch, config.warmup)
+            state.history.append(
+                {"epoch": epoch, "train_loss": train_loss, "valid": valid, "beta": beta, "seconds": seconds}
+            )
+            state.epoch = epoch
+            improved = valid < state.best_valid
+            if improved:
+                state.best_valid, state.best_epoch, state.bad_epochs = valid, epoch, 0
+            elif epoch > config.warmup:
+                state.bad_epochs += 1
+            rng_per_rank = gather(_rng_state())
+            if main:
+                if improved:
+                    _save({"module": module.state_dict(), "signature": signature, "epoch": epoch}, best)
+                _save(
+                    {
+                        "module": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "param_store": {"params": pyro.get_param_store().get_state()["params"]},
+                        "state": asdict(state),
+                        "rng": rng_per_rank[0],
+                        "rng_per_rank": rng_per_rank,
+                        "signature": signature,
+                        "config": asdict(config),
+                        "world_size": size,
+                    },
+                    last,
+                )
+            log(
+                f"epoch {epoch:4d}  train {train_loss:9.3f}  valid {valid:9.3f}  beta {beta:.2f}  "
+                f"{seconds:6.2f}s" + ("  *best*" if improved else "")
+            )
+        barrier()  # rank 0's checkpoints are on disk when any process returns
+        return state.history
