@@ -231,8 +231,11 @@ class FlowStack(CachedLadjTransform):
                 f"{self.name} flow: z of shape {shape} for a flow of latent_dim={self.latent_dim}: "
                 f"pass z of shape (..., {self.latent_dim})"
             )
+        lead = shape[:-1]
+        if lead[len(lead) - len(self.batch_shape) :] == self.batch_shape:  # the usual case, in every
+            return torch.Size(shape)  # step: z's batch dims end in the context's (or it has none)
         try:
-            lead = torch.broadcast_shapes(shape[:-1], self.batch_shape)
+            lead = torch.broadcast_shapes(lead, self.batch_shape)
         except RuntimeError:
             raise ValueError(
                 f"{self.name} flow: z of shape {shape} does not broadcast against the batch shape "
