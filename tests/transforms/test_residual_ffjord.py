@@ -90,6 +90,26 @@ def test_power_iteration_reads_its_init_flag_once_and_again_after_a_load():
     assert bool(layer.initialized)
 
 
+def test_power_iteration_follows_updates_that_bypass_the_version_counter():
+    """An update through ``p.data`` (Pyro's ClippedAdam, hand-written SGD) does not bump the
+    weight's version counter; the power iteration must still follow it, and must not move while
+    the values stay put (a step's forward pass and inverse use one map). Keyed on the version,
+    a residual guide trained with ClippedAdam never refreshed sigma and its bound grew past 1."""
+    from vaeflows.transforms.residual import LipschitzLinear
+
+    torch.manual_seed(0)
+    layer = LipschitzLinear(6, 5, n_power_iterations=50)
+    layer.sigma()
+    u = layer.u.clone()
+    layer.sigma()  # unchanged values: the vectors stay, even in training mode
+    assert torch.equal(layer.u, u)
+    version = layer.weight._version
+    layer.weight.data.mul_(3.0).add_(torch.randn(5, 6))
+    assert layer.weight._version == version  # the update the version counter does not see
+    torch.testing.assert_close(layer.sigma(), torch.linalg.matrix_norm(layer.weight, ord=2), rtol=1e-5, atol=0)
+    assert float(torch.linalg.matrix_norm(layer.normalized_weight(), ord=2)) <= 0.9 * (1 + 1e-5)
+
+
 def test_residual_exact_log_det_matches_slogdet_and_step():
     net = perturbed_net()
     z = torch.randn(5, 3, dtype=F64)

@@ -100,8 +100,12 @@ class LipschitzLinear(nn.Module):
     * ``spectral="power"``: power iteration on registered buffers ``u``, ``v`` (Miyato et al.
       2018), warm-started, run in training mode until the estimate changes by less than ``tol``
       (relative) or ``n_power_iterations`` times (``init_iterations`` on the first call), once
-      per change of the weight (an optimizer step, a load): between two changes, and in eval
-      mode, the map is deterministic, so a step's forward pass and its inverse agree. The estimate
+      per change of the weight's values (an optimizer step, a load): between two changes, and in
+      eval mode, the map is deterministic, so a step's forward pass and its inverse agree. The
+      change is detected by comparing the values with a copy of those last iterated on, not by
+      the tensor's version counter, which updates through ``p.data`` (Pyro's ``ClippedAdam``,
+      hand-written SGD) do not bump: keyed on the version, such a run never refreshed ``sigma``
+      and its Lipschitz bound grew past 1 unnoticed. The estimate
       ``u^T W v`` is a lower bound of ``sigma``: at convergence it equals it.
     * ``spectral="exact"``: ``torch.linalg.matrix_norm(W, 2)`` (an SVD per call): an exact bound
       and a deterministic map, for small layers and tests.
@@ -142,15 +146,16 @@ class LipschitzLinear(nn.Module):
         self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
         self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
         self.register_buffer("initialized", torch.tensor(False))
-        self._seen: Optional[Tuple[int, int]] = None  # the weight (storage, version) last iterated on
+        self._seen: Optional[Tensor] = None  # a copy of the weight values last iterated on
 
     @torch.no_grad()
-    def _power_iterate(self, weight: Tensor, iterations: int) -> None:
+    def _power_iterate(self, weight: Tensor, iterations: int, done: Optional[Tensor] = None) -> None:
         """Up to ``iterations`` power iterations, stopping at the first whose estimate moved by at
-        most ``tol`` (relative). The stop is decided on the device: later iterates are computed
-        and discarded (``torch.where``), so that no host read waits for a GPU."""
+        most ``tol`` (relative), or before the first where ``done`` (a boolean tensor) is true.
+        The stop is decided on the device: later iterates are computed and discarded
+        (``torch.where``), so that no host read waits for a GPU."""
         u, v = self.u.to(weight), self.v.to(weight)
-        sigma = done = None
+        sigma = None
         for _ in range(iterations):
             v_next = F.normalize(weight.mT @ u, dim=0, eps=1e-30)
             u_next = F.normalize(weight @ v_next, dim=0, eps=1e-30)
@@ -171,15 +176,23 @@ class LipschitzLinear(nn.Module):
         weight = self.weight
         if self.spectral == "exact":
             return torch.linalg.matrix_norm(weight, ord=2)
-        version = (weight.data_ptr(), weight._version)
+        values = weight.detach()
         if self._seen is None and not bool(self.initialized):  # the first call (or after a load)
-            self._power_iterate(weight.detach(), self.init_iterations)
+            self._power_iterate(values, self.init_iterations)
             self.initialized.fill_(True)
-        elif self.training and version != self._seen:
-            self._power_iterate(weight.detach(), self.n_power_iterations)
-        self._seen = version
+        elif self.training:
+            self._power_iterate(values, self.n_power_iterations, done=self._unchanged(values))
+        self._seen = values.clone()
         u, v = self.u.clone().to(weight), self.v.clone().to(weight)
         return torch.dot(u, weight @ v)
+
+    def _unchanged(self, values: Tensor) -> Optional[Tensor]:
+        """Whether ``values`` equal those last iterated on, as a boolean tensor on their device
+        (no host read), or ``None`` where there is nothing comparable to compare with."""
+        seen = self._seen
+        if seen is None or (seen.shape, seen.device, seen.dtype) != (values.shape, values.device, values.dtype):
+            return None
+        return torch.eq(seen, values).all()
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._seen = None  # ask the loaded "initialized" flag again at the next call
