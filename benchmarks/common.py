@@ -13,7 +13,16 @@ from typing import List
 import pyro
 import torch
 
-__all__ = ["DATA_DIR", "machine", "command_line", "package_version", "write_markdown", "synchronize", "device_name", "results_header"]
+__all__ = [
+    "DATA_DIR",
+    "machine",
+    "command_line",
+    "package_version",
+    "write_markdown",
+    "synchronize",
+    "device_name",
+    "results_header",
+]
 
 
 #: The shared data folder: ``$VAEFLOWS_DATA_DIR``, else ``../shared/data`` beside the repository
@@ -51,7 +60,9 @@ def package_version() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "vaeflows"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return f"vaeflows {version}"

@@ -73,8 +73,12 @@ def run_seed(args, seed: int, train: torch.Tensor, test: torch.Tensor) -> Dict[s
     for name, model in models.items():
         start = time.perf_counter()
         nll = test_nll(model, test)
-        results[name] = {"nll": nll, "ms_per_step": 1e3 * seconds[name] / args.iters,
-                         "eval_seconds": time.perf_counter() - start, "model": model}
+        results[name] = {
+            "nll": nll,
+            "ms_per_step": 1e3 * seconds[name] / args.iters,
+            "eval_seconds": time.perf_counter() - start,
+            "model": model,
+        }
         print(f"seed {seed} {name}: test NLL {nll:.4f}, {results[name]['ms_per_step']:.1f} ms/step", flush=True)
     return results
 
@@ -88,8 +92,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--models", type=lambda t: [v for v in t.split(",") if v], default=list(MODELS),
-                        help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument(
+        "--models",
+        type=lambda t: [v for v in t.split(",") if v],
+        default=list(MODELS),
+        help="comma-separated subset of " + ", ".join(MODELS),
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/density_freeform_2d.md"))
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in MODELS]
@@ -108,8 +116,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         ratio = "—"
         if "realnvp" in args.models:
             ratio = f"{ms / (sum(r['realnvp']['ms_per_step'] for r in runs) / len(runs)):.1f}"
-        rows.append(f"| {name} | {float(nll.mean()):.4f}{spread} | {ms:.1f} | {ratio} | "
-                    f"{sum(r[name]['eval_seconds'] for r in runs) / len(runs):.1f} |")
+        rows.append(
+            f"| {name} | {float(nll.mean()):.4f}{spread} | {ms:.1f} | {ratio} | "
+            f"{sum(r[name]['eval_seconds'] for r in runs) / len(runs):.1f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     png = args.out.with_suffix(".png")
     bound = 4.5
@@ -130,7 +140,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Protocol: see the docstring of `benchmarks/density_freeform_2d.py`: {args.iters} Adam steps "
         f"(lr {args.lr}) of batch {args.batch} for each model on the same minibatches, in lockstep; "
         f"test NLL in nats on 5000 test points with exact log-dets, seeds {args.seeds}"
-        + (" (mean ± standard error)" if len(args.seeds) > 1 else "") + ".",
+        + (" (mean ± standard error)" if len(args.seeds) > 1 else "")
+        + ".",
         "",
         "| model | test NLL (nats) | ms/step (train) | time ratio vs RealNVP | test eval (s) |",
         "|---|---:|---:|---:|---:|",

@@ -46,8 +46,10 @@ PAPERS = "RealNVP 1.06, Glow 1.05, FFJORD 0.99 bits/dim on MNIST (as reported in
 def peer_realnvp_2d(nf, num_steps: int, hidden: int):
     flows = []
     for _ in range(num_steps):
-        flows += [nf.flows.AffineCouplingBlock(nf.nets.MLP([1, hidden, hidden, 2], init_zeros=True)),
-                  nf.flows.Permute(2, mode="swap")]
+        flows += [
+            nf.flows.AffineCouplingBlock(nf.nets.MLP([1, hidden, hidden, 2], init_zeros=True)),
+            nf.flows.Permute(2, mode="swap"),
+        ]
     return nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
 
 
@@ -57,8 +59,10 @@ def peer_glow(nf, shape, levels: int, steps: int, hidden: int):
     q0, merges, flows = [], [], []
     for i in range(levels):
         channels = c * 2 ** (levels + 1 - i)
-        flows.append([nf.flows.GlowBlock(channels, hidden, split_mode="channel", scale=True) for _ in range(steps)]
-                     + [nf.flows.Squeeze()])
+        flows.append(
+            [nf.flows.GlowBlock(channels, hidden, split_mode="channel", scale=True) for _ in range(steps)]
+            + [nf.flows.Squeeze()]
+        )
         if i > 0:
             merges.append(nf.flows.Merge())
             latent = (c * 2 ** (levels - i), h // 2 ** (levels - i), w // 2 ** (levels - i))
@@ -105,22 +109,33 @@ def two_d(nf, args) -> List[str]:
         for seed in args.seeds:
             torch.manual_seed(seed)
             ours, peer = realnvp((2,), num_steps=args.steps2d, hidden=64), peer_realnvp_2d(nf, args.steps2d, 64)
-            order = torch.randint(len(train), (args.iters2d, args.batch2d), generator=torch.Generator().manual_seed(seed))
+            order = torch.randint(
+                len(train), (args.iters2d, args.batch2d), generator=torch.Generator().manual_seed(seed)
+            )
             times = lockstep(
                 [lambda x: -ours.log_prob(x).mean(), lambda x: peer.forward_kld(x)],
-                [ours, peer], lambda s: train[order[s]], args.iters2d, args.lr,
+                [ours, peer],
+                lambda s: train[order[s]],
+                args.iters2d,
+                args.lr,
             )
             runs.append([-mean_over(ours.log_prob, test), -mean_over(peer.log_prob, test), *times])
         nll_ours, nll_peer, t_ours, t_peer = torch.tensor(runs, dtype=torch.float64).T
         finite = torch.isfinite(nll_ours) & torch.isfinite(nll_peer)
         diff = (nll_ours - nll_peer)[finite]
         error = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-        failed = [f"{lib} NaN in seed {seed}" for lib, nll in (("vaeflows", nll_ours), ("normflows", nll_peer))
-                  for seed, value in zip(args.seeds, nll) if not torch.isfinite(value)]
+        failed = [
+            f"{lib} NaN in seed {seed}"
+            for lib, nll in (("vaeflows", nll_ours), ("normflows", nll_peer))
+            for seed, value in zip(args.seeds, nll)
+            if not torch.isfinite(value)
+        ]
         note = f" ({'; '.join(failed)}: means over the other seeds)" if failed else ""
-        rows.append(f"| {name}{note} | {float(nll_ours[finite].mean()):.4f} | {float(nll_peer[finite].mean()):.4f} | "
-                    f"{float(diff.mean()):+.4f} ± {error:.4f} | {1e3 * float(t_ours.mean()):.2f} | "
-                    f"{1e3 * float(t_peer.mean()):.2f} | {float(t_ours.sum() / t_peer.sum()):.2f} |")
+        rows.append(
+            f"| {name}{note} | {float(nll_ours[finite].mean()):.4f} | {float(nll_peer[finite].mean()):.4f} | "
+            f"{float(diff.mean()):+.4f} ± {error:.4f} | {1e3 * float(t_ours.mean()):.2f} | "
+            f"{1e3 * float(t_peer.mean()):.2f} | {float(t_ours.sum() / t_peer.sum()):.2f} |"
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -138,13 +153,21 @@ def mnist(nf, args) -> List[str]:
     log256 = dims * math.log(NUM_LEVELS)
     t_ours, t_peer = lockstep(
         [lambda y: -ours.log_prob(y).mean(), lambda y: peer.forward_kld(y)],
-        [ours, peer], dequantized, args.iters_mnist, args.lr,
+        [ours, peer],
+        dequantized,
+        args.iters_mnist,
+        args.lr,
     )
     test = data.test[: args.test_images]
     test = (test + torch.rand(test.shape, generator=torch.Generator().manual_seed(2))) / NUM_LEVELS
-    bpd = [float(bits_per_dim(torch.tensor(mean_over(m, test, 200) - log256), dims)) for m in (ours.log_prob, lambda y: peer.log_prob(y, None))]
-    row = (f"| MNIST, Glow L={args.levels} K={args.glow_steps} hidden {args.hidden} | {bpd[0]:.4f} | {bpd[1]:.4f} | "
-           f"{bpd[0] - bpd[1]:+.4f} | {1e3 * t_ours:.1f} | {1e3 * t_peer:.1f} | {t_ours / t_peer:.2f} |")
+    bpd = [
+        float(bits_per_dim(torch.tensor(mean_over(m, test, 200) - log256), dims))
+        for m in (ours.log_prob, lambda y: peer.log_prob(y, None))
+    ]
+    row = (
+        f"| MNIST, Glow L={args.levels} K={args.glow_steps} hidden {args.hidden} | {bpd[0]:.4f} | {bpd[1]:.4f} | "
+        f"{bpd[0] - bpd[1]:+.4f} | {1e3 * t_ours:.1f} | {1e3 * t_peer:.1f} | {t_ours / t_peer:.2f} |"
+    )
     print(row, flush=True)
     return [row]
 
@@ -164,20 +187,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the MNIST run")
-    parser.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=[0, 1, 2],
-                        help="seeds of the 2-D runs, comma-separated")
+    parser.add_argument(
+        "--seeds",
+        type=lambda t: [int(v) for v in t.split(",")],
+        default=[0, 1, 2],
+        help="seeds of the 2-D runs, comma-separated",
+    )
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/density_vs_peer.md"))
     args = parser.parse_args(argv)
     try:
         import normflows as nf
     except ImportError:
-        print("normflows is not installed: `pip install normflows` to run this comparison (it is not a "
-              "dependency of vaeflows); skipping.")
+        print(
+            "normflows is not installed: `pip install normflows` to run this comparison (it is not a "
+            "dependency of vaeflows); skipping."
+        )
         return 0
     torch.set_num_threads(args.threads)
-    header = ["| problem | vaeflows NLL | normflows NLL | difference | vaeflows ms/step | normflows ms/step | time ratio |",
-              "|---|---|---|---|---|---|---|"]
+    header = [
+        "| problem | vaeflows NLL | normflows NLL | difference | vaeflows ms/step | normflows ms/step | time ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
     rows = two_d(nf, args)
     mnist_rows = [] if args.skip_mnist else mnist(nf, args)
     lines = [
@@ -201,7 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"MNIST: {args.iters_mnist} steps of batch {args.batch_mnist} (a CPU budget, far from convergence), "
             f"uniform dequantization; bits/dim on the first {args.test_images} test images.",
             "",
-            *header[:1], "|---|---|---|---|---|---|---|",
+            *header[:1],
+            "|---|---|---|---|---|---|---|",
             *mnist_rows,
             "",
             f"For scale, the papers at convergence: {PAPERS}.",

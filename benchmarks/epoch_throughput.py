@@ -122,7 +122,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         elbo_per_point(vae.model, vae.guide, valid).mean().item()
         valid_seconds = time.perf_counter() - start
     step_seconds = statistics.median(blocks)
-    rate = matmul_rate(device, args.matmul_size or (8192 if device.type == "cuda" else 2048))
+    matmul_size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
+    rate = matmul_rate(device, matmul_size)
     limit = flops / rate
     steps_per_epoch = len(data.train) // args.batch_size
     epoch = steps_per_epoch * step_seconds + valid_seconds
@@ -137,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "| quantity | value |",
         "|---|---:|",
         f"| FLOPs per training step (forward + backward) | {flops / 1e9:.1f} GFLOP |",
-        f"| matmul rate (float32, {args.matmul_size or (8192 if device.type == 'cuda' else 2048)}^2) | {rate / 1e12:.3f} TFLOP/s |",
+        f"| matmul rate (float32, {matmul_size}^2) | {rate / 1e12:.3f} TFLOP/s |",
         f"| arithmetic limit per step (FLOPs / matmul rate) | {1000 * limit:.2f} ms |",
         f"| measured step | {1000 * step_seconds:.2f} ms |",
         f"| measured / limit | {step_seconds / limit:.1f}x |",

@@ -282,8 +282,7 @@ def load_binarized_mnist_npz(data_dir: str) -> Tuple[torch.Tensor, torch.Tensor,
         raise FileNotFoundError(f"no {path}: give --data-dir, the folder holding binarized_mnist/")
     with np.load(path) as arrays:
         return tuple(
-            torch.from_numpy(arrays[split].astype(np.float32)).reshape(-1, 784)
-            for split in ("train", "valid", "test")
+            torch.from_numpy(arrays[split].astype(np.float32)).reshape(-1, 784) for split in ("train", "valid", "test")
         )
 
 

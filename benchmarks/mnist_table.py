@@ -140,8 +140,15 @@ def run_flow(args: argparse.Namespace, flow: str, run_dir: Path, code: str) -> d
     config = TrainConfig(epochs=args.epochs, warmup=args.warmup, patience=args.patience, seed=args.seed)
     start = time.perf_counter()
     metrics = train_vae(
-        DATASET, args.data_dir, model_options(args, flow), config, run_dir, device=args.device,
-        nll_samples=args.nll_samples, progress=False, log=lambda line: print(f"[{flow}] {line}", flush=True),
+        DATASET,
+        args.data_dir,
+        model_options(args, flow),
+        config,
+        run_dir,
+        device=args.device,
+        nll_samples=args.nll_samples,
+        progress=False,
+        log=lambda line: print(f"[{flow}] {line}", flush=True),
     )
     info = {
         "code": code,
@@ -231,8 +238,9 @@ def write_table(
         lines += ["", f"Note: {args.note}"]
     wall = [m.get("wall_seconds") for m in rows.values() if m.get("wall_seconds")]
     if wall:
-        lines.append(f"\nWall time of the models trained in this invocation (training + evaluation): "
-                     f"{sum(wall) / 60:.1f} min.")
+        lines.append(
+            f"\nWall time of the models trained in this invocation (training + evaluation): {sum(wall) / 60:.1f} min."
+        )
     return write_markdown(lines, path)
 
 
@@ -241,8 +249,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=DATA_DIR, help="default: $VAEFLOWS_DATA_DIR or ../shared/data")
     parser.add_argument("--arch", default="mlp", choices=["mlp", "gated-conv"])
-    parser.add_argument("--flows", default=",".join(FLOWS),
-                        help="comma-separated subset of " + ", ".join(FLOWS + EXTRA_FLOWS) + " (default: the paper's six)")
+    parser.add_argument(
+        "--flows",
+        default=",".join(FLOWS),
+        help="comma-separated subset of " + ", ".join(FLOWS + EXTRA_FLOWS) + " (default: the paper's six)",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--patience", type=int, default=100)
@@ -252,12 +263,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int,
+        "--threads",
+        type=int,
         help="torch.set_num_threads (default: torch's choice; 1 is far faster on a small CPU shared with other work)",
     )
     parser.add_argument("--note", help="a sentence to add to the results file (e.g. about how a run was resumed)")
-    parser.add_argument("--out-dir", type=Path, help="run directories (default benchmarks/runs/mnist_table_<arch>_<device>)")
-    parser.add_argument("--results", type=Path, help="markdown file (default benchmarks/results/mnist_table_<arch>_<device>.md)")
+    parser.add_argument(
+        "--out-dir", type=Path, help="run directories (default benchmarks/runs/mnist_table_<arch>_<device>)"
+    )
+    parser.add_argument(
+        "--results", type=Path, help="markdown file (default benchmarks/results/mnist_table_<arch>_<device>.md)"
+    )
     args = parser.parse_args(argv)
     args.flows = [f for f in args.flows.split(",") if f]
     unknown = [f for f in args.flows if f not in FLOWS + EXTRA_FLOWS]

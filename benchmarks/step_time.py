@@ -203,8 +203,7 @@ def write_results(args: argparse.Namespace, argv: List[str], code: str, device: 
         "median, with a 95% bootstrap interval of that median; and the ratio of the two medians. Both "
         "start from the same weights; their losses at one seed agree (largest relative difference in "
         "the table).",
-        f"- **Target** (issue 5): ratio at most {target:.2f} on this device, judged on the median "
-        "per-round ratio.",
+        f"- **Target** (issue 5): ratio at most {target:.2f} on this device, judged on the median per-round ratio.",
         "",
         "| arch | flow | hand-written ms/step | vaeflows ms/step | per-round ratio (95% interval) | "
         "ratio of medians | target | peak MiB hand-written | peak MiB vaeflows | loss difference (relative) |",
@@ -233,7 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=100, help="KL warm-up epochs (the paper's 100)")
     parser.add_argument(
-        "--during-warmup", action="store_true",
+        "--during-warmup",
+        action="store_true",
         help="time the first warm-up epoch (beta = 1/warmup, poutine.scale on the z site); default: beta = 1",
     )
     parser.add_argument("--rounds", type=int, default=10)

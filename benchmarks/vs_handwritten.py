@@ -166,8 +166,14 @@ def run_pair(args: argparse.Namespace, flow: str, data, first: int, log: Callabl
                 spy.cpu.clear()
                 config = TrainConfig(epochs=epoch, warmup=args.warmup, seed=args.seed)
                 metrics = experiment.train_vae(
-                    DATASET, args.data_dir, vaeflows_model(args, flow), config, Path(run_dir),
-                    device="cpu", nll_samples=0, progress=False,
+                    DATASET,
+                    args.data_dir,
+                    vaeflows_model(args, flow),
+                    config,
+                    Path(run_dir),
+                    device="cpu",
+                    nll_samples=0,
+                    progress=False,
                     log=lambda line: log(f"[vaeflows] {line}"),
                 )
                 cpu_seconds.append(spy.cpu[1] - spy.cpu[0])  # fit's two clock reads of this epoch
@@ -247,9 +253,7 @@ def interleaved_steps(
     for kind, table in (("wall", wall), ("cpu", cpu)):
         v, h = statistics.median(table["vaeflows"]), statistics.median(table["hand-written"])
         out[f"{kind}_vaeflows_ms"], out[f"{kind}_hand_ms"], out[f"{kind}_ratio"] = 1000 * v, 1000 * h, v / h
-        out[f"{kind}_round_ratio"] = statistics.median(
-            a / b for a, b in zip(table["vaeflows"], table["hand-written"])
-        )
+        out[f"{kind}_round_ratio"] = statistics.median(a / b for a, b in zip(table["vaeflows"], table["hand-written"]))
     log(
         f"[steps] {flow}: wall {out['wall_vaeflows_ms']:.2f} vs {out['wall_hand_ms']:.2f} ms/step "
         f"(ratio {out['wall_ratio']:.3f}); CPU {out['cpu_vaeflows_ms']:.2f} vs {out['cpu_hand_ms']:.2f} "
@@ -332,7 +336,12 @@ def profile_vaeflows_epoch(args: argparse.Namespace, flow: str, top: int = 15) -
             vae,
             experiment.vae_loss(vae, data, config.warmup),
             lambda: -elbo_per_point(vae.model, vae.guide, valid).mean().item(),
-            data.train, config, Path(run_dir), {"profile": True}, progress=False, log=lambda line: None,
+            data.train,
+            config,
+            Path(run_dir),
+            {"profile": True},
+            progress=False,
+            log=lambda line: None,
         )
         profiler.disable()
         wall = time.perf_counter() - start
@@ -536,7 +545,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--step-rounds", type=int, default=30, help="rounds of the alternating step timing (0: skip)")
     parser.add_argument("--step-block", type=int, default=20, help="training steps per block")
     parser.add_argument(
-        "--profile", choices=["auto", "always", "never"], default="auto",
+        "--profile",
+        choices=["auto", "always", "never"],
+        default="auto",
         help="cProfile one vaeflows epoch: always, never, or (auto) when a speed ratio misses the target",
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "vs_handwritten.md")

@@ -45,15 +45,38 @@ def main(args) -> dict:
     """Fit ``args.flow`` to ``args.energy`` (reverse KL) if given, else to ``args.dataset`` (maximum
     likelihood); returns the metrics written to ``args.out/metrics.json``."""
     if args.energy is not None:
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam",
-                             warmup=max(args.epochs // 2, 1), patience=args.epochs)
-        return fit_energy(args.energy, args.flow, args.num_flows, config, Path(args.out),
-                          steps_per_epoch=args.steps_per_epoch, progress=False)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam",
-                         warmup=0, patience=args.epochs)
+        config = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            optimizer="adam",
+            warmup=max(args.epochs // 2, 1),
+            patience=args.epochs,
+        )
+        return fit_energy(
+            args.energy,
+            args.flow,
+            args.num_flows,
+            config,
+            Path(args.out),
+            steps_per_epoch=args.steps_per_epoch,
+            progress=False,
+        )
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam", warmup=0, patience=args.epochs
+    )
     options = {"num_steps": args.num_steps, "hidden": args.hidden}
-    return train_density(args.dataset, args.flow, options, config, Path(args.out), data_dir=args.data_dir,
-                         num_train=args.num_train, device=args.device, progress=False)
+    return train_density(
+        args.dataset,
+        args.flow,
+        options,
+        config,
+        Path(args.out),
+        data_dir=args.data_dir,
+        num_train=args.num_train,
+        device=args.device,
+        progress=False,
+    )
 
 
 if __name__ == "__main__":
@@ -61,10 +84,17 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=DEFAULTS["dataset"], help="moons, 8gaussians, checkerboard, rings, mnist")
-    parser.add_argument("--energy", default=DEFAULTS["energy"], choices=["U1", "U2", "U3", "U4"],
-                        help="fit exp(-U) by reverse KL instead of a data set")
-    parser.add_argument("--flow", default=DEFAULTS["flow"],
-                        help="nice, realnvp, maf, glow (data); planar, radial, sylvester-... (energies)")
+    parser.add_argument(
+        "--energy",
+        default=DEFAULTS["energy"],
+        choices=["U1", "U2", "U3", "U4"],
+        help="fit exp(-U) by reverse KL instead of a data set",
+    )
+    parser.add_argument(
+        "--flow",
+        default=DEFAULTS["flow"],
+        help="nice, realnvp, maf, glow (data); planar, radial, sylvester-... (energies)",
+    )
     parser.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="MNIST's folder")
     parser.add_argument("--num-train", type=int, default=DEFAULTS["num_train"])
     parser.add_argument("--num-steps", type=int, default=DEFAULTS["num_steps"], help="coupling/flow steps (data)")

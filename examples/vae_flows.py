@@ -49,8 +49,14 @@ def main(args) -> Dict[str, dict]:
         model = {"arch": args.arch, "latent_dim": args.latent_dim, "flow": flow, "num_flows": args.num_flows}
         print(f"--- {flow}")
         results[flow] = train_vae(
-            args.dataset, args.data_dir, model, config, Path(args.out) / flow,
-            device=args.device, nll_samples=args.nll_samples, progress=False,
+            args.dataset,
+            args.data_dir,
+            model,
+            config,
+            Path(args.out) / flow,
+            device=args.device,
+            nll_samples=args.nll_samples,
+            progress=False,
         )
     print(f"\n{'posterior':24s} {'test -ELBO':>11s} {'test NLL':>10s}   ({args.dataset}, {args.epochs} epochs, nats)")
     for flow, metrics in results.items():

@@ -75,7 +75,10 @@ CLI_CASES = {
     "latent-dim-negative": (_with(T, latent_dim="-3") + ["--out", "{out}"], ["--latent-dim", ">= 1"]),
     "latent-dim-fraction": (_with(T, latent_dim="2.5") + ["--out", "{out}"], ["--latent-dim", "integer", "'2.5'"]),
     "num-flows-zero": (T + ["--num-flows", "0", "--out", "{out}"], ["--num-flows", ">= 1"]),
-    "num-flows-without-flow": (_with(T, flow="none") + ["--num-flows", "3", "--out", "{out}"], ["--num-flows", "--flow"]),
+    "num-flows-without-flow": (
+        _with(T, flow="none") + ["--num-flows", "3", "--out", "{out}"],
+        ["--num-flows", "--flow"],
+    ),
     "batch-size-zero": (T + ["--batch-size", "0", "--out", "{out}"], ["--batch-size", ">= 1"]),
     "epochs-zero": (_with(T, epochs="0") + ["--out", "{out}"], ["--epochs", ">= 1"]),
     "epochs-fraction": (_with(T, epochs="2.5") + ["--out", "{out}"], ["--epochs", "integer"]),
@@ -84,7 +87,10 @@ CLI_CASES = {
     "seed-negative": (T + ["--seed", "-1", "--out", "{out}"], ["--seed", ">= 0"]),
     "nll-samples-negative": (_with(T, nll_samples="-5") + ["--out", "{out}"], ["--nll-samples", ">= 0"]),
     "iwae-samples-with-elbo": (T + ["--iwae-samples", "3", "--out", "{out}"], ["--iwae-samples", "--objective iwae"]),
-    "iwae-samples-zero": (T + ["--objective", "iwae", "--iwae-samples", "0", "--out", "{out}"], ["--iwae-samples", ">= 1"]),
+    "iwae-samples-zero": (
+        T + ["--objective", "iwae", "--iwae-samples", "0", "--out", "{out}"],
+        ["--iwae-samples", ">= 1"],
+    ),
     # numbers of `train`
     "lr-nan": (T + ["--lr", "nan", "--out", "{out}"], ["--lr", "finite", "nan"]),
     "lr-inf": (T + ["--lr", "inf", "--out", "{out}"], ["--lr", "finite", "inf"]),
@@ -105,29 +111,50 @@ CLI_CASES = {
     # architecture and flow options of `train`
     "hidden-dims-zero": (T + ["--hidden-dims", "0", "--out", "{out}"], ["--hidden-dims", "positive"]),
     "hidden-dims-words": (T + ["--hidden-dims", "a,b", "--out", "{out}"], ["--hidden-dims", "'a,b'"]),
-    "hidden-dims-with-gated-conv": (_with(T, arch="gated-conv") + ["--hidden-dims", "32", "--out", "{out}"],
-                                    ["--hidden-dims", "mlp"]),
+    "hidden-dims-with-gated-conv": (
+        _with(T, arch="gated-conv") + ["--hidden-dims", "32", "--out", "{out}"],
+        ["--hidden-dims", "mlp"],
+    ),
     "gated-conv-on-8x8": (_with(T, arch="gated-conv") + ["--out", "{out}"], ["8x8", "mlp"]),
-    "iaf-hidden-narrower-than-z": (_with(T, flow="iaf") + ["--iaf-hidden", "2", "--out", "{out}"],
-                                   ["hidden_dims", "latent_dim=4"]),
+    "iaf-hidden-narrower-than-z": (
+        _with(T, flow="iaf") + ["--iaf-hidden", "2", "--out", "{out}"],
+        ["hidden_dims", "latent_dim=4"],
+    ),
     "iaf-hidden-with-planar": (T + ["--iaf-hidden", "8", "--out", "{out}"], ["--iaf-hidden", "iaf"]),
-    "num-ortho-vecs-above-z": (_with(T, flow="sylvester-orthogonal") + ["--num-ortho-vecs", "9", "--out", "{out}"],
-                               ["num_ortho_vecs", "latent_dim=4"]),
-    "num-ortho-vecs-with-planar": (T + ["--num-ortho-vecs", "2", "--out", "{out}"], ["--num-ortho-vecs", "sylvester-orthogonal"]),
-    "num-householder-zero": (_with(T, flow="householder") + ["--num-householder", "0", "--out", "{out}"],
-                             ["--num-householder", ">= 1"]),
+    "num-ortho-vecs-above-z": (
+        _with(T, flow="sylvester-orthogonal") + ["--num-ortho-vecs", "9", "--out", "{out}"],
+        ["num_ortho_vecs", "latent_dim=4"],
+    ),
+    "num-ortho-vecs-with-planar": (
+        T + ["--num-ortho-vecs", "2", "--out", "{out}"],
+        ["--num-ortho-vecs", "sylvester-orthogonal"],
+    ),
+    "num-householder-zero": (
+        _with(T, flow="householder") + ["--num-householder", "0", "--out", "{out}"],
+        ["--num-householder", ">= 1"],
+    ),
     # data sets of `train`
     "no-data-dir": (_with(T, dataset="binarized-mnist") + ["--out", "{out}"], ["--data-dir"]),
-    "empty-data-dir": (_with(T, dataset="binarized-mnist") + ["--data-dir", "{empty}", "--out", "{out}"],
-                       ["binarized_mnist_train.amat", "larocheh"]),
-    "data-dir-is-a-file": (_with(T, dataset="frey-faces") + ["--data-dir", "{file}", "--out", "{out}"],
-                           ["frey_rawface.mat"]),
-    "dynamic-mnist-missing": (_with(T, dataset="dynamic-mnist") + ["--data-dir", "{empty}", "--out", "{out}"],
-                              ["train-images-idx3-ubyte", "download=True"]),
-    "dynamic-mnist-truncated-gz": (_with(T, dataset="dynamic-mnist") + ["--data-dir", "{gz_cut}", "--out", "{out}"],
-                                   ["train-images-idx3-ubyte.gz", "download it again"]),
-    "dynamic-mnist-truncated-idx": (_with(T, dataset="dynamic-mnist") + ["--data-dir", "{idx_cut}", "--out", "{out}"],
-                                    ["train-images-idx3-ubyte", "truncated", "download it again"]),
+    "empty-data-dir": (
+        _with(T, dataset="binarized-mnist") + ["--data-dir", "{empty}", "--out", "{out}"],
+        ["binarized_mnist_train.amat", "larocheh"],
+    ),
+    "data-dir-is-a-file": (
+        _with(T, dataset="frey-faces") + ["--data-dir", "{file}", "--out", "{out}"],
+        ["frey_rawface.mat"],
+    ),
+    "dynamic-mnist-missing": (
+        _with(T, dataset="dynamic-mnist") + ["--data-dir", "{empty}", "--out", "{out}"],
+        ["train-images-idx3-ubyte", "download=True"],
+    ),
+    "dynamic-mnist-truncated-gz": (
+        _with(T, dataset="dynamic-mnist") + ["--data-dir", "{gz_cut}", "--out", "{out}"],
+        ["train-images-idx3-ubyte.gz", "download it again"],
+    ),
+    "dynamic-mnist-truncated-idx": (
+        _with(T, dataset="dynamic-mnist") + ["--data-dir", "{idx_cut}", "--out", "{out}"],
+        ["train-images-idx3-ubyte", "truncated", "download it again"],
+    ),
     # evaluate and sample
     "evaluate-not-a-run": (["evaluate", "{empty}"], ["not a vaeflows run directory", "config.json"]),
     "evaluate-truncated-config": (["evaluate", "{cut_run}"], ["config.json", "not readable JSON"]),
@@ -154,15 +181,24 @@ CLI_CASES = {
     "density-conditional-toy": (D + ["--conditional", "--out", "{out}"], ["no class labels"]),
     "density-maf-too-narrow": (_with(D, flow="maf") + ["--hidden", "1", "--out", "{out}"], ["maf", "hidden"]),
     "density-mnist-no-data-dir": (_with(D, dataset="mnist") + ["--out", "{out}"], ["--data-dir"]),
-    "density-mnist-truncated-gz": (_with(D, dataset="mnist") + ["--data-dir", "{gz_cut}", "--out", "{out}"],
-                                   ["download it again"]),
-    "density-num-levels-on-nice": (_with(D, flow="nice") + ["--num-levels", "2", "--out", "{out}"],
-                                   ["--num-levels", "realnvp or glow"]),
-    "density-dequantization-on-toy": (D + ["--dequantization", "variational", "--out", "{out}"],
-                                      ["--dequantization", "8-bit", "moons"]),
+    "density-mnist-truncated-gz": (
+        _with(D, dataset="mnist") + ["--data-dir", "{gz_cut}", "--out", "{out}"],
+        ["download it again"],
+    ),
+    "density-num-levels-on-nice": (
+        _with(D, flow="nice") + ["--num-levels", "2", "--out", "{out}"],
+        ["--num-levels", "realnvp or glow"],
+    ),
+    "density-dequantization-on-toy": (
+        D + ["--dequantization", "variational", "--out", "{out}"],
+        ["--dequantization", "8-bit", "moons"],
+    ),
     "density-lr-nan": (D + ["--lr", "nan", "--out", "{out}"], ["--lr", "finite"]),
     "density-batch-size-zero": (D + ["--batch-size", "0", "--out", "{out}"], ["--batch-size", ">= 1"]),
-    "density-unknown-dequantization": (D + ["--dequantization", "none", "--out", "{out}"], ["--dequantization", "uniform"]),
+    "density-unknown-dequantization": (
+        D + ["--dequantization", "none", "--out", "{out}"],
+        ["--dequantization", "uniform"],
+    ),
     # density energy
     "energy-steps-per-epoch-zero": (E + ["--steps-per-epoch", "0", "--out", "{out}"], ["--steps-per-epoch", ">= 1"]),
     "energy-num-flows-zero": (E + ["--num-flows", "0", "--out", "{out}"], ["--num-flows", ">= 1"]),
@@ -208,13 +244,29 @@ def places(tmp_path):
     labels = np.zeros((3,), np.uint8)
     for folder, suffix in (("gz_cut", ".gz"), ("idx_cut", "")):
         (root / folder).mkdir()
-        for stem, array in (("train-images-idx3-ubyte", images), ("t10k-images-idx3-ubyte", images),
-                            ("train-labels-idx1-ubyte", labels), ("t10k-labels-idx1-ubyte", labels)):
+        for stem, array in (
+            ("train-images-idx3-ubyte", images),
+            ("t10k-images-idx3-ubyte", images),
+            ("train-labels-idx1-ubyte", labels),
+            ("t10k-labels-idx1-ubyte", labels),
+        ):
             _write_idx(root / folder / f"{stem}{suffix}", array, cut=12 if stem.startswith("train-images") else 0)
     (root / "ro").chmod(0o555)
-    yield {name: str(root / name) for name in
-           ("file", "empty", "ro", "vae_run", "density_run", "cut_run", "edited_run", "keyless_run", "gz_cut", "idx_cut")} | {
-        "out": str(tmp_path / "out")}
+    yield {
+        name: str(root / name)
+        for name in (
+            "file",
+            "empty",
+            "ro",
+            "vae_run",
+            "density_run",
+            "cut_run",
+            "edited_run",
+            "keyless_run",
+            "gz_cut",
+            "idx_cut",
+        )
+    } | {"out": str(tmp_path / "out")}
     (root / "ro").chmod(stat.S_IRWXU)
 
 
@@ -258,46 +310,142 @@ X = torch.zeros(4, 1, 8, 8)
 #: id -> (call(tmp_path), error type, fragments of its message).
 API_CASES = {
     # build_vae
-    "build_vae-typo-keyword": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dims=2), TypeError, ["latent_dims"]),
-    "build_vae-typo-keyword-with-flow": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", flow="planar", latent_dims=2),
-                                         TypeError, ["latent_dims"]),
-    "build_vae-latent-dim-zero": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dim=0), ValueError, ["latent_dim", ">= 1"]),
-    "build_vae-latent-dim-bool": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dim=True), ValueError, ["latent_dim", "True"]),
-    "build_vae-latent-dim-float": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dim=2.0), ValueError, ["latent_dim", "2.0"]),
+    "build_vae-typo-keyword": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dims=2),
+        TypeError,
+        ["latent_dims"],
+    ),
+    "build_vae-typo-keyword-with-flow": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", flow="planar", latent_dims=2),
+        TypeError,
+        ["latent_dims"],
+    ),
+    "build_vae-latent-dim-zero": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dim=0),
+        ValueError,
+        ["latent_dim", ">= 1"],
+    ),
+    "build_vae-latent-dim-bool": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dim=True),
+        ValueError,
+        ["latent_dim", "True"],
+    ),
+    "build_vae-latent-dim-float": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dim=2.0),
+        ValueError,
+        ["latent_dim", "2.0"],
+    ),
     "build_vae-unknown-arch": (lambda t: build_vae("resnet", (1, 8, 8), "bernoulli"), ValueError, ["'resnet'", "mlp"]),
-    "build_vae-unknown-likelihood": (lambda t: build_vae("mlp", (1, 8, 8), "gauss"), ValueError, ["'gauss'", "bernoulli"]),
-    "build_vae-unknown-flow": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", flow="plnar"), ValueError, ["'plnar'", "planar"]),
-    "build_vae-hidden-dims-zero": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", hidden_dims=(0,)), ValueError, ["hidden_dims", "(0,)"]),
-    "build_vae-hidden-dims-int": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", hidden_dims=300), ValueError, ["hidden_dims", "300"]),
-    "build_vae-iaf-hidden-empty": (lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dim=2, flow="iaf", flow_hidden_dims=()),
-                                   ValueError, ["hidden_dims", "at least one"]),
-    "build_vae-hidden-dims-on-gated-conv": (lambda t: build_vae("gated-conv", (1, 28, 28), "bernoulli", hidden_dims=(8,)),
-                                            TypeError, ["hidden_dims"]),
-    "build_vae-image-shape-2d": (lambda t: build_vae("mlp", (8, 8), "bernoulli"), ValueError, ["image_shape", "(C, H, W)"]),
-    "build_vae-image-shape-negative": (lambda t: build_vae("mlp", (1, -8, 8), "bernoulli"), ValueError, ["image_shape", "-8"]),
+    "build_vae-unknown-likelihood": (
+        lambda t: build_vae("mlp", (1, 8, 8), "gauss"),
+        ValueError,
+        ["'gauss'", "bernoulli"],
+    ),
+    "build_vae-unknown-flow": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", flow="plnar"),
+        ValueError,
+        ["'plnar'", "planar"],
+    ),
+    "build_vae-hidden-dims-zero": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", hidden_dims=(0,)),
+        ValueError,
+        ["hidden_dims", "(0,)"],
+    ),
+    "build_vae-hidden-dims-int": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", hidden_dims=300),
+        ValueError,
+        ["hidden_dims", "300"],
+    ),
+    "build_vae-iaf-hidden-empty": (
+        lambda t: build_vae("mlp", (1, 8, 8), "bernoulli", latent_dim=2, flow="iaf", flow_hidden_dims=()),
+        ValueError,
+        ["hidden_dims", "at least one"],
+    ),
+    "build_vae-hidden-dims-on-gated-conv": (
+        lambda t: build_vae("gated-conv", (1, 28, 28), "bernoulli", hidden_dims=(8,)),
+        TypeError,
+        ["hidden_dims"],
+    ),
+    "build_vae-image-shape-2d": (
+        lambda t: build_vae("mlp", (8, 8), "bernoulli"),
+        ValueError,
+        ["image_shape", "(C, H, W)"],
+    ),
+    "build_vae-image-shape-negative": (
+        lambda t: build_vae("mlp", (1, -8, 8), "bernoulli"),
+        ValueError,
+        ["image_shape", "-8"],
+    ),
     "vae-sample-negative": (lambda t: _vae().sample_images(-1, torch.zeros(())), ValueError, ["num", ">= 0"]),
     "vae-uint8-images": (lambda t: _vae().model(X.to(torch.uint8)), ValueError, ["torch.uint8", "255"]),
     "vae-float64-images": (lambda t: _vae().guide(X.double()), ValueError, ["torch.float64", "torch.float32"]),
-    "vae-wrong-image-shape": (lambda t: _vae().guide(torch.zeros(4, 1, 7, 7)), ValueError, ["(..., 1, 8, 8)", "(4, 1, 7, 7)"]),
+    "vae-wrong-image-shape": (
+        lambda t: _vae().guide(torch.zeros(4, 1, 7, 7)),
+        ValueError,
+        ["(..., 1, 8, 8)", "(4, 1, 7, 7)"],
+    ),
     # posterior_flow
-    "iaf-hidden-empty": (lambda t: posterior_flow("iaf", 4, 2, 8, hidden_dims=()), ValueError, ["hidden_dims", "at least one"]),
-    "iaf-hidden-narrower-than-z": (lambda t: posterior_flow("iaf", 4, 2, 8, hidden_dims=(2,)), ValueError, ["hidden_dims", "latent_dim=4"]),
-    "iaf-sigmoid-bias-nan": (lambda t: posterior_flow("iaf", 4, 2, sigmoid_bias=NAN), ValueError, ["sigmoid_bias", "finite"]),
-    "context-dim-bool": (lambda t: posterior_flow("planar", 4, 2, context_dim=True), ValueError, ["context_dim", "True"]),
+    "iaf-hidden-empty": (
+        lambda t: posterior_flow("iaf", 4, 2, 8, hidden_dims=()),
+        ValueError,
+        ["hidden_dims", "at least one"],
+    ),
+    "iaf-hidden-narrower-than-z": (
+        lambda t: posterior_flow("iaf", 4, 2, 8, hidden_dims=(2,)),
+        ValueError,
+        ["hidden_dims", "latent_dim=4"],
+    ),
+    "iaf-sigmoid-bias-nan": (
+        lambda t: posterior_flow("iaf", 4, 2, sigmoid_bias=NAN),
+        ValueError,
+        ["sigmoid_bias", "finite"],
+    ),
+    "context-dim-bool": (
+        lambda t: posterior_flow("planar", 4, 2, context_dim=True),
+        ValueError,
+        ["context_dim", "True"],
+    ),
     "context-dim-zero": (lambda t: posterior_flow("planar", 4, 2, context_dim=0), ValueError, ["context_dim", ">= 1"]),
     "flow-latent-dim-zero": (lambda t: posterior_flow("radial", 0, 2), ValueError, ["latent_dim", ">= 1"]),
     "flow-num-flows-fraction": (lambda t: posterior_flow("planar", 4, 2.5), ValueError, ["num_flows", "2.5"]),
-    "flow-hypernet-dims-zero": (lambda t: posterior_flow("planar", 4, 2, 8, hypernet_dims=(0,)), ValueError, ["hypernet_dims"]),
+    "flow-hypernet-dims-zero": (
+        lambda t: posterior_flow("planar", 4, 2, 8, hypernet_dims=(0,)),
+        ValueError,
+        ["hypernet_dims"],
+    ),
     "flow-unknown-name": (lambda t: posterior_flow("maf", 4, 2), ValueError, ["'maf'", "planar"]),
-    "flow-unknown-option": (lambda t: posterior_flow("residual", 2, 1, hiden_dims=(4,)), TypeError, ["hiden_dims", "hidden_dims"]),
+    "flow-unknown-option": (
+        lambda t: posterior_flow("residual", 2, 1, hiden_dims=(4,)),
+        TypeError,
+        ["hiden_dims", "hidden_dims"],
+    ),
     "ffjord-rtol-negative": (lambda t: posterior_flow("ffjord", 2, 1, rtol=-1), ValueError, ["rtol", "> 0"]),
     "ffjord-atol-nan": (lambda t: posterior_flow("ffjord", 2, 1, atol=NAN), ValueError, ["atol", "finite"]),
-    "ffjord-time-length-zero": (lambda t: posterior_flow("ffjord", 2, 1, time_length=0), ValueError, ["time_length", "> 0"]),
-    "flow-z-wrong-size": (lambda t: posterior_flow("iaf", 3, 2)(torch.randn(4, 5)), ValueError, ["z of shape (4, 5)", "latent_dim=3"]),
-    "flow-z-unbatched-scalar": (lambda t: posterior_flow("planar", 3, 2)(torch.tensor(1.0)), ValueError, ["z of shape ()"]),
-    "flow-z-batch-mismatch": (lambda t: posterior_flow("radial", 3, 2, 8).condition(torch.zeros(4, 8))(torch.randn(5, 3)),
-                              ValueError, ["(5, 3)", "(4,)", "context"]),
-    "flow-context-mismatch": (lambda t: posterior_flow("planar", 4, 2, 8).condition(torch.zeros(3, 5)), ValueError, ["context", "8"]),
+    "ffjord-time-length-zero": (
+        lambda t: posterior_flow("ffjord", 2, 1, time_length=0),
+        ValueError,
+        ["time_length", "> 0"],
+    ),
+    "flow-z-wrong-size": (
+        lambda t: posterior_flow("iaf", 3, 2)(torch.randn(4, 5)),
+        ValueError,
+        ["z of shape (4, 5)", "latent_dim=3"],
+    ),
+    "flow-z-unbatched-scalar": (
+        lambda t: posterior_flow("planar", 3, 2)(torch.tensor(1.0)),
+        ValueError,
+        ["z of shape ()"],
+    ),
+    "flow-z-batch-mismatch": (
+        lambda t: posterior_flow("radial", 3, 2, 8).condition(torch.zeros(4, 8))(torch.randn(5, 3)),
+        ValueError,
+        ["(5, 3)", "(4,)", "context"],
+    ),
+    "flow-context-mismatch": (
+        lambda t: posterior_flow("planar", 4, 2, 8).condition(torch.zeros(3, 5)),
+        ValueError,
+        ["context", "8"],
+    ),
     # TrainConfig
     "config-epochs-fraction": (lambda t: TrainConfig(epochs=2.5), ValueError, ["epochs", "integer", "2.5"]),
     "config-epochs-bool": (lambda t: TrainConfig(epochs=True), ValueError, ["epochs", "True"]),
@@ -311,47 +459,124 @@ API_CASES = {
     "config-unknown-field": (lambda t: TrainConfig(learning_rate=1e-3), TypeError, ["learning_rate"]),
     # density flows and their data
     "density-num-steps-zero": (lambda t: density_flow("realnvp", (2,), num_steps=0), ValueError, ["num_steps", ">= 1"]),
-    "density-num-steps-negative": (lambda t: density_flow("nice", (2,), num_steps=-2), ValueError, ["num_steps", ">= 1"]),
+    "density-num-steps-negative": (
+        lambda t: density_flow("nice", (2,), num_steps=-2),
+        ValueError,
+        ["num_steps", ">= 1"],
+    ),
     "density-hidden-zero": (lambda t: density_flow("maf", (2,), hidden=0), ValueError, ["hidden", ">= 1"]),
-    "density-num-steps-fraction": (lambda t: density_flow("glow", (1, 4, 4), num_steps=2.5), ValueError, ["num_steps", "2.5"]),
-    "density-context-dim-bool": (lambda t: density_flow("realnvp", (2,), context_dim=True), ValueError, ["context_dim", "True"]),
+    "density-num-steps-fraction": (
+        lambda t: density_flow("glow", (1, 4, 4), num_steps=2.5),
+        ValueError,
+        ["num_steps", "2.5"],
+    ),
+    "density-context-dim-bool": (
+        lambda t: density_flow("realnvp", (2,), context_dim=True),
+        ValueError,
+        ["context_dim", "True"],
+    ),
     "density-posterior-flow": (lambda t: density_flow("planar", (2,)), ValueError, ["'planar'", "no analytic inverse"]),
     "density-unknown-flow": (lambda t: density_flow("realnvb", (2,)), ValueError, ["'realnvb'", "realnvp"]),
     "density-bad-event-shape": (lambda t: density_flow("realnvp", (2, 2)), ValueError, ["event_shape", "(C, H, W)"]),
     "density-ffjord-rtol-negative": (lambda t: density_flow("ffjord", (2,), rtol=-1), ValueError, ["rtol", "> 0"]),
     "density-ffjord-unknown-option": (lambda t: density_flow("ffjord", (2,), rtoll=1e-3), TypeError, ["rtoll", "rtol"]),
-    "glow-pixels-above-one": (lambda t: _glow().log_prob(torch.full((2, 1, 4, 4), 255.0)), ValueError, ["[0, 1]", "255"]),
-    "glow-pixels-below-zero": (lambda t: _glow().log_prob(torch.full((2, 1, 4, 4), -0.5)), ValueError, ["[0, 1]", "-0.5"]),
-    "density-float64-data": (lambda t: density_flow("realnvp", (2,)).log_prob(torch.zeros(3, 2, dtype=torch.float64)),
-                             ValueError, ["torch.float64", "torch.float32"]),
-    "density-uint8-data": (lambda t: _glow().log_prob(torch.zeros(2, 1, 4, 4, dtype=torch.uint8)), ValueError, ["torch.uint8", "float"]),
+    "glow-pixels-above-one": (
+        lambda t: _glow().log_prob(torch.full((2, 1, 4, 4), 255.0)),
+        ValueError,
+        ["[0, 1]", "255"],
+    ),
+    "glow-pixels-below-zero": (
+        lambda t: _glow().log_prob(torch.full((2, 1, 4, 4), -0.5)),
+        ValueError,
+        ["[0, 1]", "-0.5"],
+    ),
+    "density-float64-data": (
+        lambda t: density_flow("realnvp", (2,)).log_prob(torch.zeros(3, 2, dtype=torch.float64)),
+        ValueError,
+        ["torch.float64", "torch.float32"],
+    ),
+    "density-uint8-data": (
+        lambda t: _glow().log_prob(torch.zeros(2, 1, 4, 4, dtype=torch.uint8)),
+        ValueError,
+        ["torch.uint8", "float"],
+    ),
     "density-sample-negative": (lambda t: density_flow("realnvp", (2,)).sample(-1), ValueError, ["n must be", ">= 0"]),
-    "density-nan-data": (lambda t: density_flow("realnvp", (2,)).log_prob(torch.full((3, 2), NAN)), ValueError, ["NaN"]),
-    "density-data-float64": (lambda t: DensityData(*[torch.zeros(3, 2, dtype=torch.float64)] * 3, (2,), False, "toy"),
-                             ValueError, ["torch.float64", "float32"]),
+    "density-nan-data": (
+        lambda t: density_flow("realnvp", (2,)).log_prob(torch.full((3, 2), NAN)),
+        ValueError,
+        ["NaN"],
+    ),
+    "density-data-float64": (
+        lambda t: DensityData(*[torch.zeros(3, 2, dtype=torch.float64)] * 3, (2,), False, "toy"),
+        ValueError,
+        ["torch.float64", "float32"],
+    ),
     "density-num-train-zero": (lambda t: load_density_data("moons", num_train=0), ValueError, ["num_train", ">= 1"]),
     "density-unknown-data": (lambda t: load_density_data("swirl"), ValueError, ["'swirl'", "moons"]),
-    "energy-steps-per-epoch-zero": (lambda t: fit_energy("U1", "planar", 2, TrainConfig(epochs=1), t / "run", steps_per_epoch=0),
-                                    ValueError, ["steps_per_epoch", ">= 1"]),
+    "energy-steps-per-epoch-zero": (
+        lambda t: fit_energy("U1", "planar", 2, TrainConfig(epochs=1), t / "run", steps_per_epoch=0),
+        ValueError,
+        ["steps_per_epoch", ">= 1"],
+    ),
     # VAE data
-    "vaedata-uint8": (lambda t: VAEData(*[X.to(torch.uint8)] * 3, (1, 8, 8), "bernoulli", False, "toy"), ValueError, ["torch.uint8", "float32"]),
-    "vaedata-float64": (lambda t: VAEData(*[X.double()] * 3, (1, 8, 8), "bernoulli", False, "toy"), ValueError, ["torch.float64", "float32"]),
-    "vaedata-grey-pixels": (lambda t: VAEData(*[X + 0.5] * 3, (1, 8, 8), "bernoulli", False, "toy"), ValueError, ["outside {0, 1}", "binarize"]),
-    "images-nan": (lambda t: check_images(torch.tensor([NAN]), "bernoulli", "my batch"), ValueError, ["my batch", "NaN"]),
+    "vaedata-uint8": (
+        lambda t: VAEData(*[X.to(torch.uint8)] * 3, (1, 8, 8), "bernoulli", False, "toy"),
+        ValueError,
+        ["torch.uint8", "float32"],
+    ),
+    "vaedata-float64": (
+        lambda t: VAEData(*[X.double()] * 3, (1, 8, 8), "bernoulli", False, "toy"),
+        ValueError,
+        ["torch.float64", "float32"],
+    ),
+    "vaedata-grey-pixels": (
+        lambda t: VAEData(*[X + 0.5] * 3, (1, 8, 8), "bernoulli", False, "toy"),
+        ValueError,
+        ["outside {0, 1}", "binarize"],
+    ),
+    "images-nan": (
+        lambda t: check_images(torch.tensor([NAN]), "bernoulli", "my batch"),
+        ValueError,
+        ["my batch", "NaN"],
+    ),
     "unknown-dataset": (lambda t: load_dataset("mnist"), ValueError, ["'mnist'", "binarized-mnist"]),
-    "idx-truncated": (lambda t: (_write_idx(t / "x-idx3-ubyte", np.zeros((2, 2, 2), np.uint8), 3), read_idx(t / "x-idx3-ubyte")),
-                      ValueError, ["x-idx3-ubyte", "truncated"]),
+    "idx-truncated": (
+        lambda t: (_write_idx(t / "x-idx3-ubyte", np.zeros((2, 2, 2), np.uint8), 3), read_idx(t / "x-idx3-ubyte")),
+        ValueError,
+        ["x-idx3-ubyte", "truncated"],
+    ),
     # runs
-    "train_vae-nll-samples-negative": (lambda t: train_vae("digits", None, VAE_CONFIG["model"], TrainConfig(), t / "run", nll_samples=-5),
-                                       ValueError, ["nll_samples", ">= 0"]),
-    "train_vae-iwae-samples-with-elbo": (lambda t: train_vae("digits", None, VAE_CONFIG["model"], TrainConfig(), t / "run", iwae_samples=3),
-                                         ValueError, ["iwae_samples", "iwae"]),
-    "train_vae-unknown-objective": (lambda t: train_vae("digits", None, VAE_CONFIG["model"], TrainConfig(), t / "run", objective="kl"),
-                                    ValueError, ["'kl'", "elbo"]),
+    "train_vae-nll-samples-negative": (
+        lambda t: train_vae("digits", None, VAE_CONFIG["model"], TrainConfig(), t / "run", nll_samples=-5),
+        ValueError,
+        ["nll_samples", ">= 0"],
+    ),
+    "train_vae-iwae-samples-with-elbo": (
+        lambda t: train_vae("digits", None, VAE_CONFIG["model"], TrainConfig(), t / "run", iwae_samples=3),
+        ValueError,
+        ["iwae_samples", "iwae"],
+    ),
+    "train_vae-unknown-objective": (
+        lambda t: train_vae("digits", None, VAE_CONFIG["model"], TrainConfig(), t / "run", objective="kl"),
+        ValueError,
+        ["'kl'", "elbo"],
+    ),
     "device-unknown": (lambda t: resolve_device("tpu"), ValueError, ["'tpu'", "cpu"]),
-    "load_density_run-of-a-vae-run": (lambda t: load_density_run(_run_dir(t, VAE_CONFIG)), ValueError, ["vaeflows train", "vaeflows evaluate"]),
-    "load_run-of-a-density-run": (lambda t: load_run(_run_dir(t, DENSITY_CONFIG)), ValueError, ["vaeflows density train"]),
-    "load_run-truncated-config": (lambda t: load_run(_run_dir(t, '{"dataset": "dig')), ValueError, ["config.json", "not readable JSON"]),
+    "load_density_run-of-a-vae-run": (
+        lambda t: load_density_run(_run_dir(t, VAE_CONFIG)),
+        ValueError,
+        ["vaeflows train", "vaeflows evaluate"],
+    ),
+    "load_run-of-a-density-run": (
+        lambda t: load_run(_run_dir(t, DENSITY_CONFIG)),
+        ValueError,
+        ["vaeflows density train"],
+    ),
+    "load_run-truncated-config": (
+        lambda t: load_run(_run_dir(t, '{"dataset": "dig')),
+        ValueError,
+        ["config.json", "not readable JSON"],
+    ),
     "load_run-no-config": (lambda t: load_run(t), FileNotFoundError, ["config.json"]),
 }
 

@@ -24,8 +24,23 @@ def test_step_time_checks_both_steps_compute_the_same_loss(tmp_path):
     """step_time refuses to time two steps whose losses differ; here it must find them equal."""
     out = tmp_path / "step_time.md"
     step_time = _load("step_time")
-    argv = ["--data-dir", str(DATA), "--archs", "mlp", "--flows", "none,planar,sylvester-orthogonal",
-            "--latent-dim", "8", "--rounds", "1", "--block", "2", "--during-warmup", "--out", str(out)]
+    argv = [
+        "--data-dir",
+        str(DATA),
+        "--archs",
+        "mlp",
+        "--flows",
+        "none,planar,sylvester-orthogonal",
+        "--latent-dim",
+        "8",
+        "--rounds",
+        "1",
+        "--block",
+        "2",
+        "--during-warmup",
+        "--out",
+        str(out),
+    ]
     assert step_time.main(argv) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| mlp |")]
     assert len(rows) == 3
@@ -35,8 +50,22 @@ def test_step_time_refuses_steps_that_compute_different_losses(monkeypatch):
     step_time = _load("step_time")
     monkeypatch.setattr(step_time, "handwritten_loss", lambda vae, x, beta: step_time.F.softplus(vae.loc.bias).sum())
     with pytest.raises(RuntimeError, match="different losses"):
-        step_time.main(["--data-dir", str(DATA), "--archs", "mlp", "--flows", "none", "--latent-dim", "4",
-                        "--rounds", "1", "--block", "1"])
+        step_time.main(
+            [
+                "--data-dir",
+                str(DATA),
+                "--archs",
+                "mlp",
+                "--flows",
+                "none",
+                "--latent-dim",
+                "4",
+                "--rounds",
+                "1",
+                "--block",
+                "1",
+            ]
+        )
 
 
 def test_bootstrap_interval_brackets_the_median_and_narrows_with_more_rounds():
@@ -53,8 +82,26 @@ def test_bootstrap_interval_brackets_the_median_and_narrows_with_more_rounds():
 def test_nll_throughput_runs(tmp_path):
     out = tmp_path / "nll.md"
     nll = _load("nll_throughput")
-    argv = ["--data-dir", str(DATA), "--flow", "planar", "--latent-dim", "4", "--points", "2",
-            "--samples", "20", "--chunk-size", "10", "--batch-size", "2", "--loop-samples", "2", "--out", str(out)]
+    argv = [
+        "--data-dir",
+        str(DATA),
+        "--flow",
+        "planar",
+        "--latent-dim",
+        "4",
+        "--points",
+        "2",
+        "--samples",
+        "20",
+        "--chunk-size",
+        "10",
+        "--batch-size",
+        "2",
+        "--loop-samples",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert nll.main(argv) == 0
     assert "points / s" in out.read_text()
 
@@ -62,8 +109,26 @@ def test_nll_throughput_runs(tmp_path):
 def test_epoch_throughput_runs(tmp_path):
     out = tmp_path / "epoch.md"
     epoch = _load("epoch_throughput")
-    argv = ["--data-dir", str(DATA), "--arch", "mlp", "--flow", "planar", "--latent-dim", "4", "--device", "cpu",
-            "--steps", "2", "--block", "1", "--matmul-size", "256", "--out", str(out)]
+    argv = [
+        "--data-dir",
+        str(DATA),
+        "--arch",
+        "mlp",
+        "--flow",
+        "planar",
+        "--latent-dim",
+        "4",
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--block",
+        "1",
+        "--matmul-size",
+        "256",
+        "--out",
+        str(out),
+    ]
     assert epoch.main(argv) == 0
     assert "GFLOP" in out.read_text()
 

@@ -34,7 +34,7 @@ def recorded(monkeypatch, module, name, argv, result=None):
     calls = []
     monkeypatch.setattr(module, name, lambda *a, **k: calls.append((a, k)) or result)
     assert main([str(a) for a in argv]) == 0
-    (args, kwargs), = calls
+    ((args, kwargs),) = calls
     return inspect.signature(original).bind(*args, **kwargs).arguments
 
 
@@ -55,20 +55,34 @@ TRAIN_ROWS = {
     "num-flows": (["--flow", "planar", "--num-flows", "3"], lambda c: vae_of(c).flow.num_flows == 3),
     "latent-dim": (["--latent-dim", "3"], lambda c: vae_of(c).loc.out_features == 3 == vae_of(c).decoder.latent_dim),
     "arch": (["--arch", "gated-conv"], lambda c: isinstance(vae_of(c, (1, 28, 28)).encoder, GatedConvEncoder)),
-    "hidden-dims": (["--hidden-dims", "32,16"], lambda c: linear_widths(vae_of(c).encoder) == [32, 16]
-                    and linear_widths(vae_of(c).decoder)[:2] == [16, 32]),
-    "num-ortho-vecs": (["--flow", "sylvester-orthogonal", "--latent-dim", "4", "--num-ortho-vecs", "3"],
-                       lambda c: vae_of(c).flow.family.param_shapes["q"] == (4, 3)),
-    "num-householder": (["--flow", "householder", "--num-householder", "3"],
-                        lambda c: vae_of(c).flow.family.param_shapes["v"][0] == 3),
-    "num-householder-hsnf": (["--flow", "sylvester-householder", "--num-householder", "2"],
-                             lambda c: vae_of(c).flow.family.param_shapes["v"][0] == 2),
+    "hidden-dims": (
+        ["--hidden-dims", "32,16"],
+        lambda c: linear_widths(vae_of(c).encoder) == [32, 16] and linear_widths(vae_of(c).decoder)[:2] == [16, 32],
+    ),
+    "num-ortho-vecs": (
+        ["--flow", "sylvester-orthogonal", "--latent-dim", "4", "--num-ortho-vecs", "3"],
+        lambda c: vae_of(c).flow.family.param_shapes["q"] == (4, 3),
+    ),
+    "num-householder": (
+        ["--flow", "householder", "--num-householder", "3"],
+        lambda c: vae_of(c).flow.family.param_shapes["v"][0] == 3,
+    ),
+    "num-householder-hsnf": (
+        ["--flow", "sylvester-householder", "--num-householder", "2"],
+        lambda c: vae_of(c).flow.family.param_shapes["v"][0] == 2,
+    ),
     # issue 14, defect 1: the IAF's MADEs, not the encoder, and no TypeError with gated-conv
-    "iaf-hidden": (["--flow", "iaf", "--latent-dim", "4", "--iaf-hidden", "8,9"],
-                   lambda c: [linear_widths(m)[:2] for m in vae_of(c).flow.mades] == [[8, 9]] * 4
-                   and linear_widths(vae_of(c).encoder) == [300, 300]),
-    "iaf-hidden-gated": (["--arch", "gated-conv", "--flow", "iaf", "--latent-dim", "4", "--iaf-hidden", "8"],
-                         lambda c: linear_widths(vae_of(c, (1, 28, 28)).flow.mades[0])[0] == 8),
+    "iaf-hidden": (
+        ["--flow", "iaf", "--latent-dim", "4", "--iaf-hidden", "8,9"],
+        lambda c: (
+            [linear_widths(m)[:2] for m in vae_of(c).flow.mades] == [[8, 9]] * 4
+            and linear_widths(vae_of(c).encoder) == [300, 300]
+        ),
+    ),
+    "iaf-hidden-gated": (
+        ["--arch", "gated-conv", "--flow", "iaf", "--latent-dim", "4", "--iaf-hidden", "8"],
+        lambda c: linear_widths(vae_of(c, (1, 28, 28)).flow.mades[0])[0] == 8,
+    ),
     "epochs": (["--epochs", "3"], lambda c: c["config"].epochs == 3),
     "warmup": (["--warmup", "0"], lambda c: c["config"].warmup == 0),
     "patience": (["--patience", "7"], lambda c: c["config"].patience == 7),
@@ -77,8 +91,10 @@ TRAIN_ROWS = {
     "optimizer": (["--optimizer", "adam"], lambda c: c["config"].optimizer == "adam"),
     "clip-norm": (["--clip-norm", "2.5"], lambda c: c["config"].clip_norm == 2.5),
     "seed": (["--seed", "4"], lambda c: c["config"].seed == 4),
-    "objective": (["--objective", "iwae", "--iwae-samples", "3"],
-                  lambda c: c["objective"] == "iwae" and c["iwae_samples"] == 3),
+    "objective": (
+        ["--objective", "iwae", "--iwae-samples", "3"],
+        lambda c: c["objective"] == "iwae" and c["iwae_samples"] == 3,
+    ),
     "iwae-samples-default": (["--objective", "iwae"], lambda c: c["iwae_samples"] == 1),
     "nll-samples": (["--nll-samples", "7"], lambda c: c["nll_samples"] == 7),
     "device": (["--device", "cpu"], lambda c: c["device"] == "cpu"),
@@ -103,8 +119,10 @@ DENSITY_ROWS = {
     "hidden": (["--hidden", "12"], lambda c, m: linear_widths(m)[0] == 12),
     "num-levels": (["--flow", "glow", "--num-levels", "3"], lambda c, m: c["options"]["num_levels"] == 3),
     "num-train": (["--num-train", "500"], lambda c, m: c["num_train"] == 500),
-    "dequantization": (["--dataset", "mnist", "--dequantization", "variational"],
-                       lambda c, m: c["dequantization"] == "variational"),
+    "dequantization": (
+        ["--dataset", "mnist", "--dequantization", "variational"],
+        lambda c, m: c["dequantization"] == "variational",
+    ),
     "dequantization-default": (["--dataset", "mnist"], lambda c, m: c["dequantization"] == "uniform"),
     "conditional": (["--conditional"], lambda c, m: c["conditional"] is True),
     "epochs": (["--epochs", "3"], lambda c, m: c["config"].epochs == 3),
@@ -129,8 +147,10 @@ def test_density_train_flag(monkeypatch, tmp_path, flags, check):
 
 
 def test_glow_levels_are_built():
-    squeezes = lambda levels: sum(type(m) is Squeeze for m in density_flow(  # noqa: E731
-        "glow", (1, 8, 8), num_steps=1, hidden=4, num_levels=levels).modules())
+    def squeezes(levels):
+        flow = density_flow("glow", (1, 8, 8), num_steps=1, hidden=4, num_levels=levels)
+        return sum(type(m) is Squeeze for m in flow.modules())
+
     assert (squeezes(2), squeezes(3)) == (2, 3)
 
 
@@ -198,7 +218,9 @@ SAMPLE_ROWS = {
 @pytest.mark.parametrize("flags, check", SAMPLE_ROWS.values(), ids=SAMPLE_ROWS.keys())
 def test_sample_flag(monkeypatch, tmp_path, flags, check):
     vae, saved = _Recorder(), {}
-    monkeypatch.setattr(report, "save_images", lambda images, path, title: saved.update(images=images, path=path) or True)
+    monkeypatch.setattr(
+        report, "save_images", lambda images, path, title: saved.update(images=images, path=path) or True
+    )
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     load = recorded(monkeypatch, experiment, "load_run", ["sample", tmp_path / "run", *flags], (vae, {}, None))
     assert check(vae, load, saved, tmp_path / "run")
@@ -226,20 +248,45 @@ def _commands(parser: argparse.ArgumentParser, prefix=()):
                     yield " ".join((*prefix, name)), _flags(sub)
 
 
-@pytest.mark.parametrize("command, rows", [
-    ("train", TRAIN_ROWS), ("density train", DENSITY_ROWS), ("density energy", ENERGY_ROWS),
-    ("evaluate", EVALUATE_ROWS), ("sample", SAMPLE_ROWS),
-])
+@pytest.mark.parametrize(
+    "command, rows",
+    [
+        ("train", TRAIN_ROWS),
+        ("density train", DENSITY_ROWS),
+        ("density energy", ENERGY_ROWS),
+        ("evaluate", EVALUATE_ROWS),
+        ("sample", SAMPLE_ROWS),
+    ],
+)
 def test_every_flag_has_a_row(command, rows):
     flags = dict(_commands(build_parser()))[command]
-    tested = {flag for row, (argv, _) in rows.items() for flag in [row, *(a.lstrip("-") for a in argv if a.startswith("--"))]}
+    tested = {
+        flag for row, (argv, _) in rows.items() for flag in [row, *(a.lstrip("-") for a in argv if a.startswith("--"))]
+    }
     assert flags - tested == set(), f"flags of `vaeflows {command}` without a row in this table"
 
 
 def test_config_json_records_what_was_built(tmp_path):
     out = tmp_path / "run"
-    argv = [*TRAIN, out, "--flow", "iaf", "--latent-dim", "4", "--num-flows", "2", "--iaf-hidden", "8",
-            "--epochs", "1", "--warmup", "0", "--nll-samples", "0", "--no-progress"]
+    argv = [
+        *TRAIN,
+        out,
+        "--flow",
+        "iaf",
+        "--latent-dim",
+        "4",
+        "--num-flows",
+        "2",
+        "--iaf-hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--warmup",
+        "0",
+        "--nll-samples",
+        "0",
+        "--no-progress",
+    ]
     assert main([str(a) for a in argv]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == {"arch": "mlp", "latent_dim": 4, "flow": "iaf", "num_flows": 2, "flow_hidden_dims": [8]}

@@ -26,8 +26,17 @@ def args_of(module, **changes):
 
 def test_vae_flows_trains_each_flow_one_epoch(tmp_path):
     example = load("vae_flows")
-    results = example.main(args_of(example, flows=["none", "sylvester-orthogonal"], epochs=1, warmup=1,
-                                   nll_samples=10, out=str(tmp_path), device="cpu"))
+    results = example.main(
+        args_of(
+            example,
+            flows=["none", "sylvester-orthogonal"],
+            epochs=1,
+            warmup=1,
+            nll_samples=10,
+            out=str(tmp_path),
+            device="cpu",
+        )
+    )
     assert set(results) == {"none", "sylvester-orthogonal"}
     for flow, metrics in results.items():
         assert math.isfinite(metrics["test_elbo"]) and math.isfinite(metrics["test_nll"])
@@ -38,16 +47,37 @@ def test_vae_flows_trains_each_flow_one_epoch(tmp_path):
 
 def test_density_estimation_on_data_one_epoch(tmp_path):
     example = load("density_estimation")
-    metrics = example.main(args_of(example, dataset="moons", flow="realnvp", num_train=500, num_steps=2,
-                                   hidden=16, epochs=1, out=str(tmp_path), device="cpu"))
+    metrics = example.main(
+        args_of(
+            example,
+            dataset="moons",
+            flow="realnvp",
+            num_train=500,
+            num_steps=2,
+            hidden=16,
+            epochs=1,
+            out=str(tmp_path),
+            device="cpu",
+        )
+    )
     assert math.isfinite(metrics["test_nll"]) and len(metrics["epochs"]) == 1
     assert (tmp_path / "metrics.json").exists()
 
 
 def test_density_estimation_on_an_energy_one_epoch(tmp_path):
     example = load("density_estimation")
-    metrics = example.main(args_of(example, energy="U1", flow="planar", num_flows=4, epochs=1,
-                                   steps_per_epoch=20, batch_size=64, out=str(tmp_path)))
+    metrics = example.main(
+        args_of(
+            example,
+            energy="U1",
+            flow="planar",
+            num_flows=4,
+            epochs=1,
+            steps_per_epoch=20,
+            batch_size=64,
+            out=str(tmp_path),
+        )
+    )
     assert math.isfinite(metrics["kl_box"]) and metrics["kl_box"] > -0.05  # a KL, up to Monte Carlo error
     assert (tmp_path / "metrics.json").exists()
 
@@ -64,9 +94,20 @@ def test_custom_pyro_model_elbo_rises():
 
 def test_flow_guides_side_by_side(tmp_path):
     example = load("flow_guides")
-    results = example.main(args_of(example, models=["banana", "eight_schools"], flows=["iaf:full"], steps=60,
-                                   elbo_samples=200, plot_samples=500, nuts_warmup=10, nuts_samples=20,
-                                   out=str(tmp_path), progress=False))
+    results = example.main(
+        args_of(
+            example,
+            models=["banana", "eight_schools"],
+            flows=["iaf:full"],
+            steps=60,
+            elbo_samples=200,
+            plot_samples=500,
+            nuts_warmup=10,
+            nuts_samples=20,
+            out=str(tmp_path),
+            progress=False,
+        )
+    )
     assert set(results) == {"banana", "eight_schools"}
     for name, result in results.items():
         assert list(result["guides"]) == ["mean field", "full rank", "iaf, full base"]
@@ -79,7 +120,10 @@ def test_flow_guides_side_by_side(tmp_path):
 
 
 def test_flow_guides_draws_a_pair_outside_a_plate():
-    """The logistic regression's weights, a (10,) event beside the data plate: what Predictive(parallel=True) misshapes."""
+    """The logistic regression's weights, a (10,) event beside the data plate.
+
+    That is the shape Predictive(parallel=True) gets wrong.
+    """
     example = load("flow_guides")
     spec = example.MODELS["logistic"]
     guide = example.AutoFlow(spec.model, "iaf", base="full")

@@ -24,7 +24,8 @@ def test_there_are_notebooks():
 def test_notebook_is_stored_without_outputs(path):
     cells = json.loads(path.read_text())["cells"]
     dirty = [
-        i for i, cell in enumerate(cells)
+        i
+        for i, cell in enumerate(cells)
         if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
     assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing"
@@ -42,7 +43,9 @@ def test_notebook_kernel_is_this_python():
     nbclient = pytest.importorskip("nbclient")
     kernel = json.loads(NOTEBOOKS[0].read_text())["metadata"]["kernelspec"]["name"]
     notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell("import os, sys; print(sys.executable); print(os.environ.get('VAEFLOWS_FAST'))")]
+        cells=[
+            nbformat.v4.new_code_cell("import os, sys; print(sys.executable); print(os.environ.get('VAEFLOWS_FAST'))")
+        ]
     )
     nbclient.NotebookClient(notebook, kernel_name=kernel, timeout=60).execute()
     executable, fast = notebook.cells[0].outputs[0]["text"].split()

@@ -42,9 +42,7 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_real(
-    name: str, value: object, above: Optional[float] = None, below: Optional[float] = None
-) -> float:
+def check_real(name: str, value: object, above: Optional[float] = None, below: Optional[float] = None) -> float:
     """``value`` as a ``float`` if it is a finite real number with ``above < value < below``.
 
     Args:

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", default="adamax", choices=["adamax", "adam"])
     train.add_argument("--clip-norm", type=POSITIVE, help="clip the gradient norm to this value")
     train.add_argument("--objective", default="elbo", choices=["elbo", "iwae"])
-    train.add_argument("--iwae-samples", type=POSITIVE_INT, help="samples of the IWAE bound (--objective iwae; default 1)")
+    train.add_argument(
+        "--iwae-samples", type=POSITIVE_INT, help="samples of the IWAE bound (--objective iwae; default 1)"
+    )
     train.add_argument("--nll-samples", type=COUNT, default=5000, help="test NLL samples (0: skip)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     train.add_argument("--seed", type=COUNT, default=0)
@@ -135,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run_dir", type=_path)
     evaluate.add_argument("--samples", type=int, default=5000, help="importance samples per test point (>= 1)")
-    evaluate.add_argument("--seed", type=int, default=0,
-                          help="seed of the figures' samples, recorded (0, as the training's own figures)")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="seed of the figures' samples, recorded (0, as the training's own figures)"
+    )
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--no-progress", action="store_true")
 
@@ -157,8 +160,12 @@ def _add_density_commands(commands) -> None:
     density = commands.add_parser("density", help="density estimation and energy fits with flows")
     actions = density.add_subparsers(dest="density_command", required=True)
     train = actions.add_parser("train", help="fit a density flow by maximum likelihood")
-    train.add_argument("--flow", required=True, choices=list(DENSITY_FLOWS) + list(POSTERIOR_FLOWS),
-                       help="a density flow; posterior flows are refused with the reason")
+    train.add_argument(
+        "--flow",
+        required=True,
+        choices=list(DENSITY_FLOWS) + list(POSTERIOR_FLOWS),
+        help="a density flow; posterior flows are refused with the reason",
+    )
     train.add_argument("--dataset", required=True, choices=list(DENSITY_DATASETS))
     train.add_argument("--data-dir", help="MNIST's folder (IDX files, or torchvision's root)")
     train.add_argument("--num-steps", type=POSITIVE_INT, default=4, help="flow steps (per level for images)")
@@ -200,8 +207,16 @@ def _density(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     if args.density_command == "energy":
-        fit_energy(args.energy, args.flow, args.num_flows, config, args.out, args.steps_per_epoch,
-                   progress=not args.no_progress, allow_changes=args.allow_changes)
+        fit_energy(
+            args.energy,
+            args.flow,
+            args.num_flows,
+            config,
+            args.out,
+            args.steps_per_epoch,
+            progress=not args.no_progress,
+            allow_changes=args.allow_changes,
+        )
         return
     options = {"num_steps": args.num_steps, "hidden": args.hidden}
     if args.num_levels is not None:
@@ -210,9 +225,20 @@ def _density(args: argparse.Namespace) -> None:
         options["num_levels"] = args.num_levels
     if args.dequantization is not None and args.dataset in TOY_DATASETS:
         raise ValueError(f"--dequantization applies to 8-bit data (mnist) only; {args.dataset} is continuous")
-    train_density(args.dataset, args.flow, options, config, args.out, args.data_dir, args.num_train,
-                  args.dequantization or "uniform", args.conditional, args.device, progress=not args.no_progress,
-                  allow_changes=args.allow_changes)
+    train_density(
+        args.dataset,
+        args.flow,
+        options,
+        config,
+        args.out,
+        args.data_dir,
+        args.num_train,
+        args.dequantization or "uniform",
+        args.conditional,
+        args.device,
+        progress=not args.no_progress,
+        allow_changes=args.allow_changes,
+    )
 
 
 def _model_options(args: argparse.Namespace) -> dict:

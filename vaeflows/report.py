@@ -99,7 +99,9 @@ def _draw_pictures(run_dir: Path, vae, test: torch.Tensor, history: List[dict], 
     pairs = torch.cat([originals[:8], vae.reconstruct(originals[:8]), originals[8:], vae.reconstruct(originals[8:])])
     drawn = [
         save_images(pairs, run_dir / "reconstructions.png", "test images (rows 1, 3) and reconstructions (rows 2, 4)"),
-        save_images(vae.sample_images(num_samples, test), run_dir / "samples.png", "samples: mean of p(x | z), z ~ p(z)"),
+        save_images(
+            vae.sample_images(num_samples, test), run_dir / "samples.png", "samples: mean of p(x | z), z ~ p(z)"
+        ),
         save_learning_curve(history, run_dir / "learning_curve.png", "learning curve"),
     ]
     if not all(drawn):

@@ -111,9 +111,7 @@ def test_check_images_accepts_supports():
 def test_check_images_rejects(values, likelihood, match):
     dynamic = likelihood.endswith("-dynamic")
     with pytest.raises(ValueError, match=match):
-        check_images(
-            torch.tensor(values), likelihood.replace("-dynamic", ""), "my batch", dynamic=dynamic
-        )
+        check_images(torch.tensor(values), likelihood.replace("-dynamic", ""), "my batch", dynamic=dynamic)
 
 
 def test_binarize_is_binary_and_reproducible():
@@ -125,9 +123,7 @@ def test_binarize_is_binary_and_reproducible():
 
 def test_vaedata_checks_shapes_and_binarize_method():
     x = torch.zeros(4, 1, 2, 2)
-    with pytest.raises(
-        ValueError, match=r"valid: found torch.float32 \(4, 1, 3, 2\), expected .*\(N, 1, 2, 2\)"
-    ):
+    with pytest.raises(ValueError, match=r"valid: found torch.float32 \(4, 1, 3, 2\), expected .*\(N, 1, 2, 2\)"):
         VAEData(x, torch.zeros(4, 1, 3, 2), x, (1, 2, 2), "bernoulli", False, "toy")
     static = VAEData(x, x, x, (1, 2, 2), "bernoulli", False, "toy")
     assert static.binarize(x) is x
@@ -152,9 +148,7 @@ def test_binarized_mnist_real(bmnist):
     assert [len(x) for x in (bmnist.train, bmnist.valid, bmnist.test)] == [50000, 10000, 10000]
     assert bmnist.image_shape == (1, 28, 28) and bmnist.train.shape[1:] == (1, 28, 28)
     assert bmnist.likelihood == "bernoulli" and not bmnist.dynamic_binarization
-    assert all(
-        x.dtype == torch.float32 and _binary(x) for x in (bmnist.train, bmnist.valid, bmnist.test)
-    )
+    assert all(x.dtype == torch.float32 and _binary(x) for x in (bmnist.train, bmnist.valid, bmnist.test))
     assert 0.1 < bmnist.train.mean() < 0.2  # digits are white strokes on black
 
 
@@ -171,10 +165,7 @@ def test_binarized_mnist_mat_agrees_with_npz(bmnist, tmp_path):
 
 
 def test_binarized_mnist_amat(tmp_path):
-    rows = {
-        split: _binary_rows(n, seed)
-        for seed, (split, n) in enumerate([("train", 7), ("valid", 3), ("test", 2)])
-    }
+    rows = {split: _binary_rows(n, seed) for seed, (split, n) in enumerate([("train", 7), ("valid", 3), ("test", 2)])}
     for split, x in rows.items():
         np.savetxt(tmp_path / f"binarized_mnist_{split}.amat", x, fmt="%d")
     data = load_dataset("binarized-mnist", str(tmp_path))
@@ -183,9 +174,7 @@ def test_binarized_mnist_amat(tmp_path):
 
 
 def test_binarized_mnist_wrong_shape(tmp_path):
-    _write_npz(
-        tmp_path, train=np.zeros((10, 783), np.uint8), valid=_binary_rows(2), test=_binary_rows(2)
-    )
+    _write_npz(tmp_path, train=np.zeros((10, 783), np.uint8), valid=_binary_rows(2), test=_binary_rows(2))
     with pytest.raises(
         ValueError,
         match=r"binarized_mnist.npz' key 'train': found an array of shape \(10, 783\), expected \(N, 784\)",
@@ -197,9 +186,7 @@ def test_binarized_mnist_non_binary_and_nan(tmp_path):
     train = _binary_rows(10)
     train[3, 5] = 255
     _write_npz(tmp_path, train=train, valid=_binary_rows(2), test=_binary_rows(2))
-    with pytest.raises(
-        ValueError, match=r"binarized_mnist.npz.* train: 1 of 7840 values are outside \{0, 1\}"
-    ):
+    with pytest.raises(ValueError, match=r"binarized_mnist.npz.* train: 1 of 7840 values are outside \{0, 1\}"):
         load_dataset("binarized-mnist", str(tmp_path))
     valid = _binary_rows(2).astype(np.float32)
     valid[0, 0] = np.nan
@@ -210,9 +197,7 @@ def test_binarized_mnist_non_binary_and_nan(tmp_path):
 
 def test_missing_key(tmp_path):
     _write_npz(tmp_path, train=_binary_rows(2), valid=_binary_rows(2))
-    with pytest.raises(
-        ValueError, match=r"lacks the arrays \['test'\]; it holds \['train', 'valid'\]"
-    ):
+    with pytest.raises(ValueError, match=r"lacks the arrays \['test'\]; it holds \['train', 'valid'\]"):
         load_dataset("binarized-mnist", str(tmp_path))
 
 
@@ -239,9 +224,7 @@ def test_caltech_silhouettes_real():
     assert [len(x) for x in (data.train, data.valid, data.test)] == [4100, 2264, 2307]
     assert all(_binary(x) for x in (data.train, data.valid, data.test))
     # the reference code: reshape (28, 28) then flatten column-major, then 1 - x
-    raw = scipy_io.loadmat(
-        str(SHARED / "caltech101_silhouettes" / "caltech101_silhouettes_28_split1.mat")
-    )
+    raw = scipy_io.loadmat(str(SHARED / "caltech101_silhouettes" / "caltech101_silhouettes_28_split1.mat"))
     reference = 1.0 - raw["test_data"].reshape(-1, 28, 28).reshape(-1, 784, order="F")
     assert torch.equal(data.test.reshape(-1, 784), torch.from_numpy(reference).float())
     border = torch.cat([data.train[..., 0, :], data.train[..., -1, :]], -1)
@@ -313,9 +296,7 @@ def test_omniglot_fake(tmp_path):
     assert not _binary(data.train) and _binary(data.valid) and _binary(data.test)
     # train: the first 20 after a RandomState(123) shuffle, upright (as the IWAE loader orients them)
     perm = np.random.RandomState(123).permutation(1345 + 20)
-    assert torch.allclose(
-        data.train[:, 0].double(), torch.from_numpy(upright[perm[:20]]), atol=1e-6
-    )
+    assert torch.allclose(data.train[:, 0].double(), torch.from_numpy(upright[perm[:20]]), atol=1e-6)
     assert data.test[:, :, :14].mean() < data.test[:, :, 14:].mean()
     again = load_dataset("omniglot", str(tmp_path))
     assert torch.equal(again.valid, data.valid) and torch.equal(again.test, data.test)
@@ -323,9 +304,7 @@ def test_omniglot_fake(tmp_path):
 
 def test_omniglot_too_few_images(tmp_path):
     _fake_omniglot(tmp_path, n_train=100, n_test=3)
-    with pytest.raises(
-        ValueError, match="chardata.mat' key 'data': found 100 images, expected 1345"
-    ):
+    with pytest.raises(ValueError, match="chardata.mat' key 'data': found 100 images, expected 1345"):
         load_dataset("omniglot", str(tmp_path))
 
 

@@ -2,10 +2,10 @@
 
 Checks run in float64 with every parameter perturbed away from its initialization (after
 ActNorm's data-dependent initialization), by N(0, 0.3^2) for vector flows and N(0, 0.1^2) for the
-deeper image flows (larger kicks make their unbounded coupling shifts blow noise up to 1e8): the log-det against the autograd Jacobian, the
-inverse round trip both ways, extra leading batch dims, gradients reaching every parameter, a
-``torch.save``/``load`` round trip, Pyro interoperability, sample shapes, and that ``exp(log_prob)``
-of a 2-D model integrates to 1.
+deeper image flows (larger kicks make their unbounded coupling shifts blow noise up to 1e8): the
+log-det against the autograd Jacobian, the inverse round trip both ways, extra leading batch dims,
+gradients reaching every parameter, a ``torch.save``/``load`` round trip, Pyro interoperability,
+sample shapes, and that ``exp(log_prob)`` of a 2-D model integrates to 1.
 """
 
 import io
@@ -91,8 +91,10 @@ conditional = pytest.mark.parametrize("conditional", [False, True], ids=["plain"
 @conditional
 def test_log_det_matches_autograd_and_inverse_round_trips(name, kind, conditional):
     if name == "ffjord" and kind == "image":
-        pytest.skip("ffjord on images is its vector flow on the flattened pixels (Flatten is checked with "
-                    "nice, maf, residual); its exact trace in 32-D at rtol 1e-9 would cost ~15 s here")
+        pytest.skip(
+            "ffjord on images is its vector flow on the flattened pixels (Flatten is checked with "
+            "nice, maf, residual); its exact trace in 32-D at rtol 1e-9 would cost ~15 s here"
+        )
     shape = SHAPES[kind]
     model = make_model(name, shape, conditional)
     ctx = context(3) if conditional else None
@@ -105,7 +107,12 @@ def test_log_det_matches_autograd_and_inverse_round_trips(name, kind, conditiona
     expected = torch.linalg.slogdet(jacobians(lambda v: model.flow.forward_and_ladj(v, ctx)[0], z, len(shape)))
     torch.testing.assert_close(ladj, expected.logabsdet, rtol=0, atol=log_det)
     noise = torch.randn(3, *model.noise_shape, dtype=torch.float64)
-    torch.testing.assert_close(model.flow.inverse_and_ladj(model.flow.forward_and_ladj(noise, ctx)[0], ctx)[0], noise, rtol=0, atol=max(round_trip, 1e-9))
+    torch.testing.assert_close(
+        model.flow.inverse_and_ladj(model.flow.forward_and_ladj(noise, ctx)[0], ctx)[0],
+        noise,
+        rtol=0,
+        atol=max(round_trip, 1e-9),
+    )
     torch.testing.assert_close(model.log_prob(x, ctx), model.base_log_prob(z) - ladj)
 
 

@@ -36,8 +36,25 @@ def test_toy_data_are_generated_reproducibly(name):
 
 def test_cli_density_train_writes_metrics_and_png(tmp_path):
     out = tmp_path / "run"
-    args = ["density", "train", "--flow", "glow", "--dataset", "8gaussians", "--num-train", "1000",
-            "--epochs", "4", "--num-steps", "2", "--hidden", "16", "--out", str(out), "--no-progress"]
+    args = [
+        "density",
+        "train",
+        "--flow",
+        "glow",
+        "--dataset",
+        "8gaussians",
+        "--num-train",
+        "1000",
+        "--epochs",
+        "4",
+        "--num-steps",
+        "2",
+        "--hidden",
+        "16",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     history = metrics["epochs"]
@@ -55,8 +72,25 @@ def test_a_trained_run_loads_back_with_its_test_nll(tmp_path):
     from vaeflows.infer.training import CheckpointMismatch
 
     out = tmp_path / "run"
-    args = ["density", "train", "--flow", "realnvp", "--dataset", "moons", "--num-train", "500",
-            "--epochs", "2", "--num-steps", "2", "--hidden", "16", "--out", str(out), "--no-progress"]
+    args = [
+        "density",
+        "train",
+        "--flow",
+        "realnvp",
+        "--dataset",
+        "moons",
+        "--num-train",
+        "500",
+        "--epochs",
+        "2",
+        "--num-steps",
+        "2",
+        "--hidden",
+        "16",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     model, config, data = load_density_run(out, device="cpu")
     assert not model.training and config["flow"] == "realnvp"
@@ -85,15 +119,34 @@ def fake_mnist(data_dir=None, num_train=64, seed=0):
 
 
 @pytest.mark.parametrize(
-    "flags", [["--flow", "realnvp", "--num-levels", "2"], ["--flow", "glow", "--num-levels", "1", "--conditional",
-                                                          "--dequantization", "variational"]],
+    "flags",
+    [
+        ["--flow", "realnvp", "--num-levels", "2"],
+        ["--flow", "glow", "--num-levels", "1", "--conditional", "--dequantization", "variational"],
+    ],
     ids=["realnvp-uniform", "glow-conditional-variational"],
 )
 def test_cli_density_on_8bit_images_reports_bits_per_dim(tmp_path, monkeypatch, flags):
     monkeypatch.setitem(DENSITY_DATASETS, "mnist", fake_mnist)
     out = tmp_path / "run"
-    args = ["density", "train", "--dataset", "mnist", "--epochs", "2", "--batch-size", "16", "--num-steps", "1",
-            "--hidden", "8", "--out", str(out), "--no-progress", *flags]
+    args = [
+        "density",
+        "train",
+        "--dataset",
+        "mnist",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--num-steps",
+        "1",
+        "--hidden",
+        "8",
+        "--out",
+        str(out),
+        "--no-progress",
+        *flags,
+    ]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_bpd"] == pytest.approx(metrics["test_nll"] / (16 * math.log(2)))

@@ -171,8 +171,9 @@ OBJECTIVES = {
 @pytest.mark.parametrize("name", NAMES)
 def test_trains_with_pyros_objectives_and_predicts(name, objective):
     pyro.set_rng_seed(0)
-    guide = AutoFlow(model, name, num_flows=2, base="lowrank" if name == "planar" else "diagonal",
-                     **small_options(name, fast=True))
+    guide = AutoFlow(
+        model, name, num_flows=2, base="lowrank" if name == "planar" else "diagonal", **small_options(name, fast=True)
+    )
     svi = SVI(model, guide, Adam({"lr": 1e-2}), OBJECTIVES[objective]())
     if objective == "JitTrace_ELBO" and name in ("residual", "ffjord"):
         with pytest.raises(NotImplementedError, match=f"the {name} flow cannot run under a JIT trace"):
@@ -194,8 +195,12 @@ def test_neutra_reparam_with_nuts(name):
     for _ in range(20):
         svi.step()
     neutra = NeuTraReparam(guide.requires_grad_(False))
-    mcmc = MCMC(NUTS(pyro.poutine.reparam(model, config=lambda _: neutra)), num_samples=10, warmup_steps=10,
-                disable_progbar=True)
+    mcmc = MCMC(
+        NUTS(pyro.poutine.reparam(model, config=lambda _: neutra)),
+        num_samples=10,
+        warmup_steps=10,
+        disable_progbar=True,
+    )
     mcmc.run()
     latent = mcmc.get_samples()["loc_shared_latent"]
     assert latent.shape == (10, guide.latent_dim)

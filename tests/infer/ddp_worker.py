@@ -4,8 +4,8 @@
     torchrun --standalone --nproc_per_node=N ddp_worker.py grad OUT
 
 ``train``: ``train_vae`` on digits into ``OUT/run``; every process saves the parameters it holds in
-memory when ``fit`` returns to ``OUT/params_rank{r}.pt``. ``grad``: one ``fit`` step of a deterministic loss on the first 100
-digits (each process takes its shard of the batch); every process saves the gradients it holds.
+memory when ``fit`` returns to ``OUT/params_rank{r}.pt``. ``grad``: one ``fit`` step of a deterministic
+loss on the first 100 digits (each process takes its shard of the batch); every process saves the gradients it holds.
 """
 
 import os

@@ -4,9 +4,9 @@ import math
 
 import pyro
 import pyro.distributions as dist
-from pyro import poutine
 import pytest
 import torch
+from pyro import poutine
 
 from vaeflows.data import load_dataset
 from vaeflows.infer import (
@@ -16,7 +16,6 @@ from vaeflows.infer import (
     log_importance_weights,
 )
 from vaeflows.models import build_vae
-
 
 # --- a conjugate toy model: z ~ N(0, 1), x | z ~ N(z, 1); p(z | x) = N(x / 2, 1 / 2) ------------
 

@@ -44,8 +44,13 @@ def test_a_training_step_reads_nothing_back_to_the_host(flow, digits, monkeypatc
     monkeypatch.setattr(sylvester, "orthogonalize", gpu_orthogonalize)
     torch.manual_seed(0)
     vae = build_vae(
-        image_shape=digits.image_shape, likelihood=digits.likelihood, arch="mlp", latent_dim=4,
-        flow=None if flow == "none" else flow, num_flows=2, hidden_dims=(16,),
+        image_shape=digits.image_shape,
+        likelihood=digits.likelihood,
+        arch="mlp",
+        latent_dim=4,
+        flow=None if flow == "none" else flow,
+        num_flows=2,
+        hidden_dims=(16,),
     )
     vae.register_params = False
     loss = vae_loss(vae, digits, warmup=2)

@@ -121,7 +121,9 @@ def test_command_refuses_a_changed_lr_before_writing_and_applies_it_when_allowed
     copy = copy_of(cli_run, tmp_path)
     config_before = (copy / "config.json").read_bytes()
     code, _, err = run([*TRAIN, "--epochs", "2", "--lr", "1e-4", "--optimizer", "adam", "--out", copy])
-    assert_one_line_error(code, err, str(copy), "lr 0.0005 -> 0.0001", "optimizer 'adamax' -> 'adam'", "--allow-changes")
+    assert_one_line_error(
+        code, err, str(copy), "lr 0.0005 -> 0.0001", "optimizer 'adamax' -> 'adam'", "--allow-changes"
+    )
     assert (copy / "config.json").read_bytes() == config_before
     assert load_checkpoint(copy / "last.pt")["state"]["epoch"] == 1
 
@@ -139,8 +141,17 @@ def test_density_resume_with_a_changed_lr_is_refused(tmp_path):
     from vaeflows.density import train_density
 
     def train(**config):
-        return train_density("moons", "realnvp", {"hidden": 8, "num_steps": 2}, TrainConfig(**config),
-                             tmp_path, num_train=200, device="cpu", progress=False, log=lambda line: None)
+        return train_density(
+            "moons",
+            "realnvp",
+            {"hidden": 8, "num_steps": 2},
+            TrainConfig(**config),
+            tmp_path,
+            num_train=200,
+            device="cpu",
+            progress=False,
+            log=lambda line: None,
+        )
 
     train(epochs=1, batch_size=100)
     config_before = (tmp_path / "config.json").read_bytes()
@@ -237,7 +248,9 @@ def test_command_refuses_a_best_checkpoint_that_pickles_a_callable(cli_run, tmp_
 def test_a_last_checkpoint_without_the_training_state_is_refused(tmp_path):
     module, _ = fit_toy(tmp_path, epochs=1)
     torch.save({"module": module.state_dict()}, tmp_path / "last.pt")
-    with pytest.raises(CheckpointMismatch, match=r"last.pt lacks \['optimizer', 'state', 'config', 'signature', 'rng'\]"):
+    with pytest.raises(
+        CheckpointMismatch, match=r"last.pt lacks \['optimizer', 'state', 'config', 'signature', 'rng'\]"
+    ):
         fit_toy(tmp_path, epochs=2)
 
 

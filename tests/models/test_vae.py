@@ -33,8 +33,14 @@ def fresh_param_store():
 def tiny_vae(flow, seed=0, **options):
     torch.manual_seed(seed)
     return build_vae(
-        "mlp", IMAGE_SHAPE, "bernoulli", latent_dim=LATENT, flow=flow, num_flows=2,
-        hidden_dims=HIDDEN, **options,
+        "mlp",
+        IMAGE_SHAPE,
+        "bernoulli",
+        latent_dim=LATENT,
+        flow=flow,
+        num_flows=2,
+        hidden_dims=HIDDEN,
+        **options,
     )
 
 

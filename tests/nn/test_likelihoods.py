@@ -1,6 +1,5 @@
 """The likelihoods: normalization over each pixel's support, hand formulas, shapes, support, Pyro use."""
 
-
 import pyro
 import pytest
 import torch
@@ -94,8 +93,12 @@ def test_discretized_logistic_sums_to_one(dtype, loc, log_scale):
 def test_discretized_logistic_matches_cdf_differences():
     loc = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)[:, None]
     log_scale = torch.tensor([-3.0, -1.0, -5.0], dtype=torch.float64)[:, None]
-    upper = torch.where(LEVELS == 1, torch.tensor(1.0, dtype=torch.float64), _logistic_cdf(LEVELS + 0.5 / 255, loc, log_scale))
-    lower = torch.where(LEVELS == 0, torch.tensor(0.0, dtype=torch.float64), _logistic_cdf(LEVELS - 0.5 / 255, loc, log_scale))
+    upper = torch.where(
+        LEVELS == 1, torch.tensor(1.0, dtype=torch.float64), _logistic_cdf(LEVELS + 0.5 / 255, loc, log_scale)
+    )
+    lower = torch.where(
+        LEVELS == 0, torch.tensor(0.0, dtype=torch.float64), _logistic_cdf(LEVELS - 0.5 / 255, loc, log_scale)
+    )
     d = DiscretizedLogistic(loc, log_scale)
     torch.testing.assert_close(d.log_prob(LEVELS).exp(), upper - lower)
     torch.testing.assert_close(d.mean, ((upper - lower) * LEVELS).sum(-1, keepdim=True))
@@ -156,7 +159,9 @@ def test_wrong_channel_count_is_refused():
 
 
 def test_unknown_name():
-    with pytest.raises(ValueError, match="unknown likelihood 'poisson'; known: bernoulli, categorical256, discretized-logistic"):
+    with pytest.raises(
+        ValueError, match="unknown likelihood 'poisson'; known: bernoulli, categorical256, discretized-logistic"
+    ):
         build_likelihood("poisson")
 
 
@@ -175,7 +180,9 @@ def test_in_a_pyro_model_with_plates(name):
     torch.testing.assert_close(trace.log_prob_sum(), lik(out).log_prob(x).sum())
 
 
-@pytest.mark.parametrize("cls, args", [(Categorical256, (torch.zeros(3, 256),)), (DiscretizedLogistic, (torch.zeros(3), torch.zeros(3)))])
+@pytest.mark.parametrize(
+    "cls, args", [(Categorical256, (torch.zeros(3, 256),)), (DiscretizedLogistic, (torch.zeros(3), torch.zeros(3)))]
+)
 def test_expand(cls, args):
     d = cls(*args).expand(torch.Size([5, 3]))
     assert d.batch_shape == (5, 3) and d.sample().shape == (5, 3)

@@ -28,8 +28,12 @@ def _size(rng: random.Random, good):
 def _options(rng: random.Random, name: str, latent_dim, amortized: bool):
     """Options of flow ``name``: (options, the names of those drawn out of range)."""
     options, bad = {}, []
-    if amortized and name in ("planar", "radial", "householder", "sylvester-orthogonal", "sylvester-householder",
-                              "sylvester-triangular") and rng.random() < 0.3:
+    if (
+        amortized
+        and name
+        in ("planar", "radial", "householder", "sylvester-orthogonal", "sylvester-householder", "sylvester-triangular")
+        and rng.random() < 0.3
+    ):
         width, wrong = _size(rng, [4, 16])
         options["hypernet_dims"], bad = (width,), bad + ["hypernet_dims"] * wrong
     if name == "sylvester-orthogonal":
@@ -48,7 +52,9 @@ def _options(rng: random.Random, name: str, latent_dim, amortized: bool):
         options.update(hidden_dims=(width,), ladj=rng.choice(["exact", "hutchinson", "roulette"]))
         bad += ["hidden_dims"] * wrong
     if name == "ffjord":
-        options.update(hidden_dims=(4,), time_length=0.1, rtol=1e-3, atol=1e-3, trace=rng.choice(["exact", "hutchinson"]))
+        options.update(
+            hidden_dims=(4,), time_length=0.1, rtol=1e-3, atol=1e-3, trace=rng.choice(["exact", "hutchinson"])
+        )
         if rng.random() < 0.1:
             key = rng.choice(["rtol", "atol", "time_length"])
             options[key], bad = rng.choice([-1.0, 0.0, math.nan]), bad + [key]

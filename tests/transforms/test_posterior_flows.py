@@ -125,9 +125,7 @@ def test_inverse(name, form, lead):
         torch.testing.assert_close(transform.inv(fresh), z, rtol=0, atol=INVERSE_ATOL[flow.log_det_kind])
         x = transform.inv(fresh)
         # the log-det at a recovered input is the forward one
-        torch.testing.assert_close(
-            transform.log_abs_det_jacobian(x, fresh), transform.log_abs_det_jacobian(z, y)
-        )
+        torch.testing.assert_close(transform.log_abs_det_jacobian(x, fresh), transform.log_abs_det_jacobian(z, y))
     else:
         with pytest.raises(NoInverseError, match="no analytic inverse"):
             transform.inv(fresh)
@@ -163,7 +161,6 @@ def test_state_dict_round_trip(name, form):
         y = t(z)
         outs.append((y, t.log_abs_det_jacobian(z, y)))
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
-
 
 
 @cases

@@ -67,9 +67,7 @@ def check_images(x: torch.Tensor, likelihood: str, where: str, *, dynamic: bool 
         >>> check_images(torch.tensor([[0.0, 1.0]]), "bernoulli", "my batch")
     """
     if likelihood not in LIKELIHOODS:
-        raise ValueError(
-            f"{where}: unknown likelihood {likelihood!r}; known: {', '.join(sorted(LIKELIHOODS))}"
-        )
+        raise ValueError(f"{where}: unknown likelihood {likelihood!r}; known: {', '.join(sorted(LIKELIHOODS))}")
     if not torch.is_tensor(x):
         raise ValueError(f"{where}: expected a torch.Tensor of images, got {type(x).__name__}")
     if x.is_floating_point() and not torch.isfinite(x).all():
@@ -80,9 +78,7 @@ def check_images(x: torch.Tensor, likelihood: str, where: str, *, dynamic: bool 
         _raise_bad_values(x, bad, problem, _HINTS[kind], where)
 
 
-def _raise_bad_values(
-    x: torch.Tensor, bad: torch.Tensor, problem: str, hint: str, where: str
-) -> None:
+def _raise_bad_values(x: torch.Tensor, bad: torch.Tensor, problem: str, hint: str, where: str) -> None:
     index = tuple(int(i) for i in bad.nonzero()[0])
     raise ValueError(
         f"{where}: {int(bad.sum())} of {x.numel()} values are {problem} "
@@ -144,11 +140,7 @@ class VAEData:
         where = f"{self.name}" + (f" ({self.source})" if self.source else "")
         for split in ("train", "valid", "test"):
             x = getattr(self, split)
-            if (
-                not torch.is_tensor(x)
-                or x.dtype != torch.float32
-                or tuple(x.shape[1:]) != self.image_shape
-            ):
+            if not torch.is_tensor(x) or x.dtype != torch.float32 or tuple(x.shape[1:]) != self.image_shape:
                 found = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
                 raise ValueError(
                     f"{where} {split}: found {found}, expected a float32 tensor of shape "
@@ -157,9 +149,7 @@ class VAEData:
             dynamic = self.dynamic_binarization and split == "train"
             check_images(x, self.likelihood, f"{where} {split}", dynamic=dynamic)
 
-    def binarize(
-        self, batch: torch.Tensor, generator: Optional[torch.Generator] = None
-    ) -> torch.Tensor:
+    def binarize(self, batch: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Return a training batch as the model should see it.
 
         Bernoulli-samples ``batch`` (see :func:`binarize`) when ``dynamic_binarization`` is set,

@@ -59,15 +59,12 @@ def require_dir(data_dir: Optional[str], dataset: str) -> Path:
     """
     if data_dir is None:
         raise ValueError(
-            f"data set {dataset!r} is read from files: pass their folder with --data-dir "
-            f"(data_dir= in Python)"
+            f"data set {dataset!r} is read from files: pass their folder with --data-dir (data_dir= in Python)"
         )
     return Path(data_dir).expanduser()
 
 
-def find_files(
-    data_dir: Path, subdir: str, candidates: Sequence[Sequence[str]], url: str
-) -> List[Path]:
+def find_files(data_dir: Path, subdir: str, candidates: Sequence[Sequence[str]], url: str) -> List[Path]:
     """Find the first complete group of files among ``candidates``.
 
     Each group is looked for in ``data_dir`` and then in ``data_dir / subdir`` (the layout of a
@@ -95,9 +92,7 @@ def find_files(
                 return paths
     wanted = " or ".join("{" + ", ".join(group) + "}" for group in candidates)
     looked = " and ".join(f"'{folder}'" for folder in folders)
-    raise FileNotFoundError(
-        f"could not find {wanted} in {looked}. Download them from {url} into '{data_dir}'."
-    )
+    raise FileNotFoundError(f"could not find {wanted} in {looked}. Download them from {url} into '{data_dir}'.")
 
 
 def load_arrays(path: Path, keys: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -112,9 +107,7 @@ def load_arrays(path: Path, keys: Sequence[str]) -> Dict[str, np.ndarray]:
             with np.load(path) as npz:
                 contents = {key: npz[key] for key in npz.files}
         else:
-            scipy_io = import_optional(
-                "scipy.io", "scipy", f"reading the MATLAB file '{path.name}'"
-            )
+            scipy_io = import_optional("scipy.io", "scipy", f"reading the MATLAB file '{path.name}'")
             contents = scipy_io.loadmat(str(path))
     except ImportError:
         raise
@@ -163,9 +156,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def images(
-    array: np.ndarray, image_hw: Tuple[int, int], source: str, order: str = "C"
-) -> torch.Tensor:
+def images(array: np.ndarray, image_hw: Tuple[int, int], source: str, order: str = "C") -> torch.Tensor:
     """Turn a matrix of flattened images (N, H*W) into a float32 tensor (N, 1, H, W).
 
     Args:
@@ -203,15 +194,12 @@ def split(x: torch.Tensor, sizes: Sequence[int], source: str) -> Tuple[torch.Ten
     """
     if len(x) != sum(sizes):
         raise ValueError(
-            f"{source}: found {len(x)} images, expected {sum(sizes)} "
-            f"(split {' / '.join(map(str, sizes))})"
+            f"{source}: found {len(x)} images, expected {sum(sizes)} (split {' / '.join(map(str, sizes))})"
         )
     return tuple(part.clone() for part in torch.split(x, list(sizes)))
 
 
-def binarize_fixed(
-    splits: Sequence[torch.Tensor], seed: int, where: str
-) -> Tuple[torch.Tensor, ...]:
+def binarize_fixed(splits: Sequence[torch.Tensor], seed: int, where: str) -> Tuple[torch.Tensor, ...]:
     """Binarize grey images once, reproducibly: ``RandomState(seed).binomial(1, x)`` split by split.
 
     One random stream runs through the splits in order, as ``np.random.seed(seed)`` followed by

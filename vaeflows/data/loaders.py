@@ -59,17 +59,14 @@ _URLS = {
     "binarized-mnist": "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/ "
     "(binarized_mnist_{train,valid,test}.amat)",
     "frey-faces": "https://cs.nyu.edu/~roweis/data/frey_rawface.mat",
-    "caltech-silhouettes": "https://people.cs.umass.edu/~marlin/data/"
-    "caltech101_silhouettes_28_split1.mat",
+    "caltech-silhouettes": "https://people.cs.umass.edu/~marlin/data/caltech101_silhouettes_28_split1.mat",
     "omniglot": "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat",
     "dynamic-mnist": "http://yann.lecun.com/exdb/mnist/ (or pass download=True to "
     "load_dataset('dynamic-mnist', ...) to let torchvision fetch them)",
 }
 
 
-def load_binarized_mnist(
-    data_dir: Optional[str] = None, seed: int = 123, download: bool = False
-) -> VAEData:
+def load_binarized_mnist(data_dir: Optional[str] = None, seed: int = 123, download: bool = False) -> VAEData:
     """Statically binarized MNIST (Larochelle & Murray): 50000 / 10000 / 10000 binary 28x28 images.
 
     Accepts, in this order of preference: ``binarized_mnist.npz`` (keys train/valid/test, each
@@ -111,9 +108,7 @@ def load_binarized_mnist(
     return VAEData(train, valid, test, (1, 28, 28), "bernoulli", False, name, _describe(paths))
 
 
-def load_dynamic_mnist(
-    data_dir: Optional[str] = None, seed: int = 123, download: bool = False
-) -> VAEData:
+def load_dynamic_mnist(data_dir: Optional[str] = None, seed: int = 123, download: bool = False) -> VAEData:
     """MNIST with dynamic binarization: grey training images, binarized afresh for every batch.
 
     Reads the two image files ``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte`` (IDX,
@@ -148,17 +143,13 @@ def load_dynamic_mnist(
         for train in (True, False):
             datasets.MNIST(str(root), train=train, download=True)
         paths = find_files(root, "MNIST/raw", candidates, _URLS[name])
-    train_grey, test_grey = (
-        torch.from_numpy(read_idx(p).astype(np.float32) / 255).unsqueeze(1) for p in paths
-    )
+    train_grey, test_grey = (torch.from_numpy(read_idx(p).astype(np.float32) / 255).unsqueeze(1) for p in paths)
     train, valid = split(train_grey, (50000, 10000), f"'{paths[0]}'")
     valid, test = binarize_fixed((valid, test_grey), _EVAL_BINARIZATION_SEED, f"{name} '{paths[1]}'")
     return VAEData(train, valid, test, (1, 28, 28), "bernoulli", True, name, _describe(paths))
 
 
-def load_frey_faces(
-    data_dir: Optional[str] = None, seed: int = 123, download: bool = False
-) -> VAEData:
+def load_frey_faces(data_dir: Optional[str] = None, seed: int = 123, download: bool = False) -> VAEData:
     """Frey faces (Roweis): 1965 grey 28x20 faces, shuffled with ``seed``, split 1565 / 200 / 200.
 
     Reads ``frey_rawface.mat`` (key ``ff``, uint8 (560, 1965)): each column is one image whose
@@ -176,21 +167,15 @@ def load_frey_faces(
         A :class:`VAEData` with ``likelihood="categorical256"`` and ``image_shape=(1, 28, 20)``.
     """
     name = "frey-faces"
-    (path,) = find_files(
-        require_dir(data_dir, name), "frey_faces", [("frey_rawface.mat",)], _URLS[name]
-    )
+    (path,) = find_files(require_dir(data_dir, name), "frey_faces", [("frey_rawface.mat",)], _URLS[name])
     faces = load_arrays(path, ["ff"])["ff"]
     source = f"'{path}' key 'ff' transposed (one image per column)"
     x = shuffle(images(np.asarray(faces).T, (28, 20), source) / 255, seed)
     train, valid, test = split(x, (1565, 200, 200), source)
-    return VAEData(
-        train, valid, test, (1, 28, 20), "categorical256", False, name, _describe([path])
-    )
+    return VAEData(train, valid, test, (1, 28, 20), "categorical256", False, name, _describe([path]))
 
 
-def load_caltech_silhouettes(
-    data_dir: Optional[str] = None, seed: int = 123, download: bool = False
-) -> VAEData:
+def load_caltech_silhouettes(data_dir: Optional[str] = None, seed: int = 123, download: bool = False) -> VAEData:
     """Caltech 101 Silhouettes (Marlin), 28x28: 4100 / 2264 / 2307 binary images.
 
     Reads ``caltech101_silhouettes_28_split1.mat`` (keys ``train_data``, ``val_data``,
@@ -208,20 +193,14 @@ def load_caltech_silhouettes(
     """
     name = "caltech-silhouettes"
     filename = "caltech101_silhouettes_28_split1.mat"
-    (path,) = find_files(
-        require_dir(data_dir, name), "caltech101_silhouettes", [(filename,)], _URLS[name]
-    )
+    (path,) = find_files(require_dir(data_dir, name), "caltech101_silhouettes", [(filename,)], _URLS[name])
     keys = ("train_data", "val_data", "test_data")
     arrays = load_arrays(path, keys)
-    train, valid, test = (
-        1 - images(arrays[k], (28, 28), f"'{path}' key '{k}'", order="F") for k in keys
-    )
+    train, valid, test = (1 - images(arrays[k], (28, 28), f"'{path}' key '{k}'", order="F") for k in keys)
     return VAEData(train, valid, test, (1, 28, 28), "bernoulli", False, name, _describe([path]))
 
 
-def load_omniglot(
-    data_dir: Optional[str] = None, seed: int = 123, download: bool = False
-) -> VAEData:
+def load_omniglot(data_dir: Optional[str] = None, seed: int = 123, download: bool = False) -> VAEData:
     """Omniglot (the IWAE split), 28x28, dynamically binarized: 23000 / 1345 / 8070 images.
 
     Reads ``chardata.mat`` (keys ``data`` (784, N_train) and ``testdata`` (784, N_test), grey
@@ -276,9 +255,7 @@ def load_digits(data_dir: Optional[str] = None, seed: int = 123, download: bool 
     grey = sklearn_datasets.load_digits().images
     binary = (grey.reshape(len(grey), 64) >= 8).astype(np.float32)
     source = "sklearn.datasets.load_digits"
-    train, valid, test = split(
-        shuffle(images(binary, (8, 8), source), seed), (1437, 180, 180), source
-    )
+    train, valid, test = split(shuffle(images(binary, (8, 8), source), seed), (1437, 180, 180), source)
     return VAEData(train, valid, test, (1, 8, 8), "bernoulli", False, "digits", source)
 
 
@@ -297,9 +274,7 @@ DATASETS: Dict[str, Callable[..., VAEData]] = {
 }
 
 
-def load_dataset(
-    name: str, data_dir: Optional[str] = None, seed: int = 123, download: bool = False
-) -> VAEData:
+def load_dataset(name: str, data_dir: Optional[str] = None, seed: int = 123, download: bool = False) -> VAEData:
     """Load a data set of :data:`DATASETS` by name.
 
     Args:

@@ -73,7 +73,9 @@ class EnergyFit(nn.Module):
         return (log_q + beta * energy(z)).mean()
 
 
-def log_partition_on_box(energy: Callable[[torch.Tensor], torch.Tensor], bound: float = PLOT_BOUND, size: int = 400) -> float:
+def log_partition_on_box(
+    energy: Callable[[torch.Tensor], torch.Tensor], bound: float = PLOT_BOUND, size: int = 400
+) -> float:
     """``log Z`` of ``exp(-U)`` restricted to ``[-bound, bound]^2`` (U2-U4 are not normalizable on
     the plane), by a Riemann sum on a ``size x size`` grid."""
     density = density_on_grid(lambda z: -energy(z), bound, size, torch.zeros((), dtype=torch.float64))

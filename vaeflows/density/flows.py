@@ -181,9 +181,7 @@ class FlowDensity(nn.Module):
         """``n`` samples, shape ``(n, *event_shape)``; a context broadcasts against ``(n,)``."""
         check_int("n", n, minimum=0)
         self._check_context(context)
-        z = torch.randn(
-            n, *self.noise_shape, dtype=self._reference.dtype, device=self._reference.device
-        )
+        z = torch.randn(n, *self.noise_shape, dtype=self._reference.dtype, device=self._reference.device)
         return self.flow.forward_and_ladj(z, context)[0]
 
 
@@ -191,8 +189,7 @@ def _sizes(event_shape: Sequence[int]) -> Shape:
     shape = tuple(event_shape)
     if len(shape) not in (1, 3) or not all(isinstance(s, int) and s >= 1 for s in shape):
         raise ValueError(
-            f"event_shape must be (D,) for vectors or (C, H, W) for images, positive integers; "
-            f"got {event_shape!r}"
+            f"event_shape must be (D,) for vectors or (C, H, W) for images, positive integers; got {event_shape!r}"
         )
     return shape
 
@@ -444,10 +441,7 @@ def residual(
     _check_sizes(num_steps, hidden)
 
     def layers(dim: int) -> List[Bijection]:
-        return [
-            ResidualBlock(dim, (hidden, hidden), context_dim, ladj, eval_ladj, **options)
-            for _ in range(num_steps)
-        ]
+        return [ResidualBlock(dim, (hidden, hidden), context_dim, ladj, eval_ladj, **options) for _ in range(num_steps)]
 
     return _vector_model("residual", event_shape, layers, context_dim)
 
@@ -481,9 +475,7 @@ def ffjord(
     _check_sizes(num_steps, hidden)
 
     def layers(dim: int) -> List[Bijection]:
-        return [
-            CNFBlock(dim, (hidden, hidden), context_dim, trace, eval_trace, **options) for _ in range(num_steps)
-        ]
+        return [CNFBlock(dim, (hidden, hidden), context_dim, trace, eval_trace, **options) for _ in range(num_steps)]
 
     return _vector_model("ffjord", event_shape, layers, context_dim)
 

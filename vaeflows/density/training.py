@@ -180,8 +180,10 @@ def train_density(
             run_dir / "config.json",
         )
         train, valid = (_rows(data, s, conditional).to(torch_device) for s in ("train", "valid"))
-        log(f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test, "
-            f"event shape {data.event_shape}; flow {flow}; device {torch_device}")
+        log(
+            f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test, "
+            f"event shape {data.event_shape}; flow {flow}; device {torch_device}"
+        )
         fit(
             model,
             lambda batch, epoch: -model.log_likelihood(batch).mean(),
@@ -270,13 +272,18 @@ def _draw(run_dir: Path, model: DensityModel, data: DensityData, log: Callable[[
         if len(data.event_shape) == 1:
             bound = 4.5
             density = density_on_grid(flow.log_prob, bound, 200, like)
-            panels = [("test data", "points", data.test), (f"{flow.name} density", "grid", density),
-                      (f"{flow.name} samples", "points", flow.sample(len(data.test)))]
+            panels = [
+                ("test data", "points", data.test),
+                (f"{flow.name} density", "grid", density),
+                (f"{flow.name} samples", "points", flow.sample(len(data.test))),
+            ]
             drawn, name = save_panels(panels, run_dir / "density.png", bound, data.name), "density.png"
         else:
             context = None
             if model.num_classes:
-                context = F.one_hot(torch.arange(64, device=like.device) % model.num_classes, model.num_classes).to(like)
+                context = F.one_hot(torch.arange(64, device=like.device) % model.num_classes, model.num_classes).to(
+                    like
+                )
             samples = flow.sample(64, context)
             drawn, name = save_images(samples, run_dir / "samples.png", f"{flow.name} samples"), "samples.png"
     log(f"wrote {run_dir / name}" if drawn else "matplotlib is not installed: no PNGs (pip install matplotlib)")

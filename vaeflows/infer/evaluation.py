@@ -133,9 +133,7 @@ def batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 
 
 @torch.no_grad()
-def elbo_per_point(
-    model: Callable, guide: Callable, x: torch.Tensor, batch_size: int = 1000
-) -> torch.Tensor:
+def elbo_per_point(model: Callable, guide: Callable, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The one-sample ELBO estimate of every point of ``x``: shape ``(N,)``."""
     return torch.cat([log_importance_weights(model, guide, b, 1)[0] for b in batches(x, batch_size)])
 

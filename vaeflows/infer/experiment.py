@@ -35,9 +35,9 @@ from vaeflows.data import VAEData, load_dataset
 from vaeflows.infer import distributed
 from vaeflows.infer.evaluation import (
     elbo_per_point,
-    reparameterized_elbo,
     importance_sampled_log_likelihood,
     log_importance_weights,
+    reparameterized_elbo,
 )
 from vaeflows.infer.training import (
     TrainConfig,
@@ -176,8 +176,18 @@ def train_vae(
     torch_device, joined = distributed.setup(resolve_device(device))
     try:
         return _train_vae(
-            dataset, data_dir, model, config, Path(run_dir), torch_device,
-            objective, iwae_samples, nll_samples, progress, log, allow_changes,
+            dataset,
+            data_dir,
+            model,
+            config,
+            Path(run_dir),
+            torch_device,
+            objective,
+            iwae_samples,
+            nll_samples,
+            progress,
+            log,
+            allow_changes,
         )
     finally:
         distributed.teardown(joined)
@@ -276,8 +286,11 @@ def read_run_config(run_dir: Path, kind: str) -> dict:
             if other != kind and isinstance(config, dict) and all(key in config for key in other_keys):
                 raise ValueError(
                     f"{run_dir} is a run of `{other_command}`, not of `{command}`: "
-                    + ("load it with vaeflows.density.load_density_run" if other == "density"
-                       else "evaluate it with `vaeflows evaluate` or vaeflows.infer.load_run")
+                    + (
+                        "load it with vaeflows.density.load_density_run"
+                        if other == "density"
+                        else "evaluate it with `vaeflows evaluate` or vaeflows.infer.load_run"
+                    )
                 )
         raise ValueError(f"{path} lacks {missing}: it is not a config.json written by `{command}`")
     edited = [key for key in ("model", "options", "train") if key in keys and not isinstance(config[key], dict)]
@@ -346,9 +359,7 @@ def evaluate_run(
     return evaluation
 
 
-def _record_training(
-    run_dir: Path, nll_samples: int, device: str, progress: bool, log: Callable[[str], None]
-) -> dict:
+def _record_training(run_dir: Path, nll_samples: int, device: str, progress: bool, log: Callable[[str], None]) -> dict:
     """Write the training's record and test figures (seed 0) into ``metrics.json``, keeping its
     ``evaluations``."""
     vae, config, data = load_run(run_dir, device)
@@ -414,9 +425,11 @@ def _test_figures(
         log(f"test -ELBO {figures['test_elbo']:.3f} nats (seed {seed})")
         if nll_samples > 0:
             with tqdm(total=len(test), desc=f"NLL, {nll_samples} samples", disable=not progress, leave=False) as bar:
-                nll = -importance_sampled_log_likelihood(
-                    vae.model, vae.guide, test, nll_samples, progress=bar.update
-                ).mean().item()
+                nll = (
+                    -importance_sampled_log_likelihood(vae.model, vae.guide, test, nll_samples, progress=bar.update)
+                    .mean()
+                    .item()
+                )
             figures.update(test_nll=nll, nll_samples=nll_samples)
             log(f"test NLL {nll:.3f} nats ({nll_samples} importance samples)")
     if data.likelihood == "categorical256":

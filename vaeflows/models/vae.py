@@ -84,8 +84,7 @@ class VAE(nn.Module):
         feature_dim = encoder.feature_dim
         if flow is not None and flow.context_dim != feature_dim:
             raise ValueError(
-                f"the flow's context_dim={flow.context_dim} differs from the encoder's "
-                f"feature_dim={feature_dim}"
+                f"the flow's context_dim={flow.context_dim} differs from the encoder's feature_dim={feature_dim}"
             )
         self.encoder = encoder
         self.decoder = decoder

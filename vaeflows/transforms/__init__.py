@@ -33,8 +33,8 @@ from .base import (
     NoInverseError,
     check_sizes,
 )
-from .householder import householder_family
 from .ffjord import AmortizedFFJORD, GlobalFFJORD
+from .householder import householder_family
 from .iaf import AmortizedIAF, GlobalIAF
 from .planar import planar, planar_family
 from .radial import radial_family
@@ -131,7 +131,8 @@ POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
     "sylvester-triangular": _family_factory(sylvester_triangular_family),
     "householder": _family_factory(householder_family),
     "residual": _forms_factory(
-        AmortizedResidual, GlobalResidual,
+        AmortizedResidual,
+        GlobalResidual,
         "Invertible residual steps ``z + g(z)``, estimated or exact log-det; see :mod:`.residual`.",
     ),
     "ffjord": _forms_factory(
@@ -175,7 +176,5 @@ def posterior_flow(
     try:
         factory = POSTERIOR_FLOWS[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown posterior flow {name!r}; known flows: {', '.join(POSTERIOR_FLOWS)}"
-        ) from None
+        raise ValueError(f"unknown posterior flow {name!r}; known flows: {', '.join(POSTERIOR_FLOWS)}") from None
     return factory(latent_dim, num_flows, context_dim, **options)

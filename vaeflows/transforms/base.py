@@ -312,9 +312,7 @@ class Hypernet(nn.Module):
         sizes = [math.prod(shape) for shape in self.param_shapes.values()]
         return {
             name: chunk.reshape(*context.shape[:-1], *shape)
-            for (name, shape), chunk in zip(
-                self.param_shapes.items(), flat.split(sizes, dim=-1)
-            )
+            for (name, shape), chunk in zip(self.param_shapes.items(), flat.split(sizes, dim=-1))
         }
 
 
@@ -363,9 +361,7 @@ class AmortizedFlow(ConditionalTransformModule, abc.ABC):
     dims (particles, batch). Direction: ``z_0 -> z_K``. Subclasses say how to build the steps.
     """
 
-    def __init__(
-        self, name: str, latent_dim: int, num_flows: int, context_dim: int, invertible: bool
-    ) -> None:
+    def __init__(self, name: str, latent_dim: int, num_flows: int, context_dim: int, invertible: bool) -> None:
         super().__init__()
         check_sizes(latent_dim, num_flows)
         check_int("context_dim", context_dim)
@@ -385,9 +381,7 @@ class AmortizedFlow(ConditionalTransformModule, abc.ABC):
     def check_context(self, context: torch.Tensor) -> None:
         """Raise a ValueError unless ``context`` is a tensor of shape ``(..., context_dim)``."""
         if not torch.is_tensor(context) or context.dim() < 1:
-            raise ValueError(
-                f"{self.name} flow: context must be a tensor of shape (..., {self.context_dim})"
-            )
+            raise ValueError(f"{self.name} flow: context must be a tensor of shape (..., {self.context_dim})")
         if context.shape[-1] != self.context_dim:
             raise ValueError(
                 f"{self.name} flow: the context's last dim has size {context.shape[-1]} "

@@ -230,9 +230,7 @@ class _FFJORDFlow:
     """What the amortized and global FFJORD flows share."""
 
     #: Why a JIT trace cannot record this flow (see :func:`~vaeflows.transforms.base.check_traceable`).
-    untraceable = (
-        "its ODE solver chooses its steps on the host and its trace calls torch.autograd.grad"
-    )
+    untraceable = "its ODE solver chooses its steps on the host and its trace calls torch.autograd.grad"
 
     def _setup(
         self,
@@ -259,7 +257,11 @@ class _FFJORDFlow:
         self.trace = trace
         self.eval_trace = eval_trace or trace
         self.solve_options = dict(
-            time_length=time_length, method=method, rtol=rtol, atol=atol, adjoint=adjoint,
+            time_length=time_length,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            adjoint=adjoint,
             solver_options=solver_options,
         )
 

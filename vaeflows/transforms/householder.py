@@ -30,6 +30,4 @@ def _householder_steps(params: Params) -> List[Transform]:
 def householder_family(latent_dim: int, num_householder: int = 1) -> FlowFamily:
     """Householder steps with raw reflection vectors ``v`` of shape ``(num_householder, D)``."""
     num_householder = check_int("num_householder", num_householder)
-    return FlowFamily(
-        "householder", {"v": (num_householder, latent_dim)}, _householder_steps, True
-    )
+    return FlowFamily("householder", {"v": (num_householder, latent_dim)}, _householder_steps, True)

@@ -87,8 +87,7 @@ def _mades(
             f"prefix of the order), got hidden_dims={hidden_dims}: widen them or lower latent_dim"
         )
     return nn.ModuleList(
-        _made(latent_dim, context_dim, hidden_dims, _order(latent_dim, k, reverse_order))
-        for k in range(num_flows)
+        _made(latent_dim, context_dim, hidden_dims, _order(latent_dim, k, reverse_order)) for k in range(num_flows)
     )
 
 
@@ -135,10 +134,7 @@ class AmortizedIAF(AmortizedFlow):
         self.mades = _mades(latent_dim, num_flows, context_dim, hidden_dims, reverse_order)
 
     def steps(self, context: torch.Tensor) -> List[Transform]:
-        return [
-            IAFStep(partial(made, context=context), made.permutation, self.sigmoid_bias)
-            for made in self.mades
-        ]
+        return [IAFStep(partial(made, context=context), made.permutation, self.sigmoid_bias) for made in self.mades]
 
 
 class GlobalIAF(GlobalFlow):

@@ -25,9 +25,7 @@ from .base import FlowFamily, FunctionStep, Params
 __all__ = ["planar", "planar_family"]
 
 
-def planar(
-    z: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def planar(z: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """One planar step ``z' = z + u_hat tanh(w^T z + b)`` and its ``log|det dz'/dz|``.
 
     Args:
@@ -45,13 +43,9 @@ def planar(
 
 def _planar_steps(params: Params) -> List[Transform]:
     b, u, w = params["b"], params["u"], params["w"]
-    return [
-        FunctionStep(planar, u[..., k, :], w[..., k, :], b[..., k, :]) for k in range(u.shape[-2])
-    ]
+    return [FunctionStep(planar, u[..., k, :], w[..., k, :], b[..., k, :]) for k in range(u.shape[-2])]
 
 
 def planar_family(latent_dim: int) -> FlowFamily:
     """Planar steps with raw parameters ``u, w`` of shape ``(D,)`` and ``b`` of shape ``(1,)``."""
-    return FlowFamily(
-        "planar", {"u": (latent_dim,), "w": (latent_dim,), "b": (1,)}, _planar_steps, False
-    )
+    return FlowFamily("planar", {"u": (latent_dim,), "w": (latent_dim,), "b": (1,)}, _planar_steps, False)

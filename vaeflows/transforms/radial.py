@@ -25,14 +25,9 @@ __all__ = ["radial_family"]
 
 def _radial_steps(params: Params) -> List[Transform]:
     z0, alpha, beta = params["z0"], params["alpha"], params["beta"]
-    return [
-        ConditionedRadial((z0[..., k, :], alpha[..., k, :], beta[..., k, :]))
-        for k in range(z0.shape[-2])
-    ]
+    return [ConditionedRadial((z0[..., k, :], alpha[..., k, :], beta[..., k, :])) for k in range(z0.shape[-2])]
 
 
 def radial_family(latent_dim: int) -> FlowFamily:
     """Radial steps with raw parameters ``z0`` of shape ``(D,)``, ``alpha'`` and ``beta'`` ``(1,)``."""
-    return FlowFamily(
-        "radial", {"z0": (latent_dim,), "alpha": (1,), "beta": (1,)}, _radial_steps, False
-    )
+    return FlowFamily("radial", {"z0": (latent_dim,), "alpha": (1,), "beta": (1,)}, _radial_steps, False)

@@ -476,10 +476,7 @@ class _ResidualFlow:
 
     def _steps(self, context: Optional[Tensor]) -> List[Transform]:
         mode = self.ladj if self.training else self.eval_ladj
-        return [
-            ResidualStep(net.frozen(context), mode, self.ladj_options, self.inverse_options)
-            for net in self.nets
-        ]
+        return [ResidualStep(net.frozen(context), mode, self.ladj_options, self.inverse_options) for net in self.nets]
 
 
 _RESIDUAL_ARGS = """
@@ -503,9 +500,19 @@ _RESIDUAL_ARGS = """
 """
 
 _DEFAULTS = dict(
-    hidden_dims=(64, 64), coeff=0.9, activation="lipswish", spectral="power", n_power_iterations=5,
-    ladj="roulette", eval_ladj=None, n_terms=8, n_exact_terms=2, geometric_p=0.5, inverse_tol=None,
-    inverse_max_iter=1000, inverse_grad="implicit",
+    hidden_dims=(64, 64),
+    coeff=0.9,
+    activation="lipswish",
+    spectral="power",
+    n_power_iterations=5,
+    ladj="roulette",
+    eval_ladj=None,
+    n_terms=8,
+    n_exact_terms=2,
+    geometric_p=0.5,
+    inverse_tol=None,
+    inverse_max_iter=1000,
+    inverse_grad="implicit",
 )
 
 
