@@ -74,7 +74,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "examples"))
 from common import machine, package_version, results_header, write_markdown  # noqa: E402
-from pyro_models import MODELS, PyroModel, elbo_estimate, make_svi  # noqa: E402
+from pyro_models import ANNEAL, MODELS, PyroModel, elbo_estimate, make_svi  # noqa: E402
 from step_time import bootstrap_interval  # noqa: E402
 
 from vaeflows.guides import AutoFlow  # noqa: E402
@@ -163,8 +163,8 @@ def _zuko(kind: str) -> Callable[[Callable, int], AutoContinuous]:
     return lambda model, depth: AutoZuko(model, functools.partial(_zuko_flow, kind, depth))
 
 
-def _auto_flow(flow: str, base: str) -> Callable[[Callable, int], AutoContinuous]:
-    return lambda model, depth: AutoFlow(model, flow, num_flows=depth, base=base)
+def _auto_flow(flow: str, base: str, **options) -> Callable[[Callable, int], AutoContinuous]:
+    return lambda model, depth: AutoFlow(model, flow, num_flows=depth, base=base, **options)
 
 
 def guide_specs(with_zuko: bool = True) -> List[GuideSpec]:
@@ -185,6 +185,11 @@ def guide_specs(with_zuko: bool = True) -> List[GuideSpec]:
         specs.append(GuideSpec(f"AutoFlow {flow}", "vaeflows", _auto_flow(flow, "diagonal")))
     for flow in FULL_BASE_FLOWS:
         specs.append(GuideSpec(f"AutoFlow {flow}, full base", "vaeflows", _auto_flow(flow, "full")))
+    for base in ("diagonal", "full"):
+        label = "" if base == "diagonal" else ", full base"
+        specs.append(
+            GuideSpec(f"AutoFlow iaf{label}, init_scale 1", "vaeflows", _auto_flow("iaf", base, init_scale=1.0))
+        )
     return specs
 
 
@@ -232,7 +237,7 @@ def train_and_time(
         guide = guide_spec.build(spec.model, args.num_flows)
         # A name of its own: the param store is keyed by module name (see the module docstring).
         guide._pyro_name = f"{type(guide).__name__}_{index}"
-        svi = make_svi(spec, guide, args.lr, args.particles)
+        svi = make_svi(spec, guide, args.lr, args.particles, steps=args.steps, anneal=args.anneal)
         with torch.no_grad():
             guide()  # builds the parameters now, from this guide's seed
         runs.append(Run(guide_spec, guide, svi, index, seed, num_params=sum(p.numel() for p in guide.parameters())))
@@ -298,8 +303,11 @@ def _summary(runs_by_seed: List[List[Run]], name: str) -> dict:
         "ratio": statistics.median(ratios) if ratios else math.nan,
         "ratio_interval": bootstrap_interval(ratios) if len(ratios) > 1 else (math.nan, math.nan),
         "ms": 1000 * statistics.median(seconds) if seconds else math.nan,
-        "failures": [f"seed {r.seed} step {r.diverged_at}: {r.error}" if r.diverged_at else f"seed {r.seed}: {r.error}"
-                     for r in runs if r.error],
+        "failures": [
+            f"seed {r.seed} step {r.diverged_at}: {r.error}" if r.diverged_at else f"seed {r.seed}: {r.error}"
+            for r in runs
+            if r.error
+        ],
     }
     return row
 
@@ -355,7 +363,8 @@ def write_results(
     lines += [
         f"- **Protocol**: each model, seeds 0-{args.seeds - 1}; every guide trained {args.steps} steps with "
         f"`pyro_models.make_svi` (Trace_ELBO, {args.particles} vectorized particles, ClippedAdam lr {args.lr}, "
-        f"clip norm 10), flow depth K = {args.num_flows} for every flow guide; then the ELBO from "
+        f"clip norm 10, the rate a tenth of that for the last {args.anneal:.0%} of the steps), "
+        f"flow depth K = {args.num_flows} for every flow guide; then the ELBO from "
         f"{args.elbo_samples} draws in eval mode (`pyro_models.elbo_estimate`). The guides of a model and seed "
         f"train in turn in blocks of {args.block} step(s), the order rotated every round; {args.clock} clock, "
         f"{torch.get_num_threads()} torch thread(s); Pyro's validation off while training. Run time "
@@ -370,7 +379,8 @@ def write_results(
         "3D+1) and NSF (defaults), inverted, wrapped by `ZukoToPyro` in an `AutoContinuous` guide; "
         "`AutoFlow(model, flow, num_flows=K)` for every registry flow with its default options on the "
         f"diagonal base (init_to_median, init_scale 0.1; iaf hidden 3D+1), and on the full base for "
-        f"{', '.join(FULL_BASE_FLOWS)}.",
+        f"{', '.join(FULL_BASE_FLOWS)}; and iaf on both bases with `init_scale=1` (the base as wide as "
+        "`AutoIAFNormal`'s N(0, I) at the start).",
         *[f"- **Note**: {note}" for note in notes],
         "",
         "## What this says",
@@ -432,6 +442,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--num-flows", type=int, default=2, help="depth K of every flow guide")
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument(
+        "--anneal", type=float, default=ANNEAL, help="fraction of the steps, at the end, at a tenth of --lr"
+    )
     parser.add_argument("--elbo-samples", type=int, default=10000)
     parser.add_argument("--block", type=int, default=50, help="steps per guide per round")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")

@@ -93,9 +93,7 @@ def guide_options(flows: Sequence[str]) -> Dict[str, Tuple[Optional[str], str]]:
     return options
 
 
-def train_guide(
-    spec: PyroModel, label: str, flow: Optional[str], base: str, args, index: int = 0
-) -> Dict[str, object]:
+def train_guide(spec: PyroModel, label: str, flow: Optional[str], base: str, args, index: int = 0) -> Dict[str, object]:
     """Train ``AutoFlow(spec.model, flow, args.num_flows, base)`` for ``args.steps`` steps, then score it.
 
     The guide gets a parameter-store name of its own (``AutoFlow_<index>``: Pyro keys a module's
@@ -127,8 +125,16 @@ def train_guide(
     bar.close()
     seconds = (time.perf_counter() - start) / max(len(history), 1)
     elbo, elbo_se = (math.nan, math.nan) if diverged_at else elbo_estimate(spec, guide, args.elbo_samples)
-    return dict(guide=guide, flow=flow, base=base, elbo_history=history, elbo=elbo, elbo_se=elbo_se,
-                seconds_per_step=seconds, diverged_at=diverged_at)
+    return dict(
+        guide=guide,
+        flow=flow,
+        base=base,
+        elbo_history=history,
+        elbo=elbo,
+        elbo_se=elbo_se,
+        seconds_per_step=seconds,
+        diverged_at=diverged_at,
+    )
 
 
 #: Probability masses inside the contours of the pictures (highest-density regions).
@@ -139,8 +145,9 @@ def mass_levels(counts: torch.Tensor, masses: Sequence[float]) -> List[float]:
     """Histogram heights whose upper sets hold ``masses`` of the draws, increasing, then the top."""
     heights = counts.flatten().sort(descending=True).values
     inside = heights.cumsum(0) / heights.sum()
-    levels = sorted({heights[int(torch.searchsorted(inside, mass).clamp(max=len(heights) - 1))].item()
-                     for mass in masses})
+    levels = sorted(
+        {heights[int(torch.searchsorted(inside, mass).clamp(max=len(heights) - 1))].item() for mass in masses}
+    )
     return [level for level in levels if level > 0] + [heights[0].item() + 1]
 
 
@@ -168,8 +175,11 @@ def plot_model(spec: PyroModel, guides: Dict[str, dict], reference: torch.Tensor
     """
     from matplotlib.figure import Figure
 
-    drawn = {label: draw_pair(spec, result["guide"], num_samples).float()
-             for label, result in guides.items() if result["diverged_at"] is None}
+    drawn = {
+        label: draw_pair(spec, result["guide"], num_samples).float()
+        for label, result in guides.items()
+        if result["diverged_at"] is None
+    }
     every = [reference.float(), *drawn.values()]
     low = torch.stack([torch.quantile(points, 0.002, dim=0) for points in every]).min(0).values
     high = torch.stack([torch.quantile(points, 0.998, dim=0) for points in every]).max(0).values
@@ -230,21 +240,29 @@ def _compare(args, options: Dict[str, Tuple[Optional[str], str]]) -> Dict[str, d
     for name in args.models:
         spec = MODELS[name]
         pyro.clear_param_store()
-        guides = {label: train_guide(spec, label, flow, base, args, index)
-                  for index, (label, (flow, base)) in enumerate(options.items())}
+        guides = {
+            label: train_guide(spec, label, flow, base, args, index)
+            for index, (label, (flow, base)) in enumerate(options.items())
+        }
         start = time.perf_counter()
         reference = pair(spec, nuts_samples(spec, args.nuts_warmup, args.nuts_samples, seed=args.seed))
-        print(f"{name}: NUTS, {args.nuts_warmup} warm-up + {args.nuts_samples} draws, {time.perf_counter() - start:.0f} s")
+        print(
+            f"{name}: NUTS, {args.nuts_warmup} warm-up + {args.nuts_samples} draws, {time.perf_counter() - start:.0f} s"
+        )
         pyro.set_rng_seed(args.seed)
         path = out / f"{name}.png"
         plot_model(spec, guides, reference, args.plot_samples).savefig(path, dpi=100)
         results[name] = {"guides": guides, "nuts": reference, "figure": path}
-    print(f"\n{'model':14s} {'guide':34s} {'ELBO':>10s} {'± se':>7s} {'ms/step':>8s}"
-          f"   ({args.steps} steps, {args.num_flows} flow steps, {args.elbo_samples} draws)")
+    print(
+        f"\n{'model':14s} {'guide':34s} {'ELBO':>10s} {'± se':>7s} {'ms/step':>8s}"
+        f"   ({args.steps} steps, {args.num_flows} flow steps, {args.elbo_samples} draws)"
+    )
     for name, result in results.items():
         for label, guide in result["guides"].items():
-            print(f"{name:14s} {label:34s} {guide['elbo']:10.3f} {guide['elbo_se']:7.3f} "
-                  f"{1000 * guide['seconds_per_step']:8.1f}")
+            print(
+                f"{name:14s} {label:34s} {guide['elbo']:10.3f} {guide['elbo_se']:7.3f} "
+                f"{1000 * guide['seconds_per_step']:8.1f}"
+            )
     print(f"pictures: {', '.join(str(result['figure']) for result in results.values())}")
     return results
 
@@ -254,9 +272,13 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULTS["models"], choices=list(MODELS))
-    parser.add_argument("--flows", nargs="*", default=DEFAULTS["flows"],
-                        help=f"flow guides as FLOW[:BASE]; FLOW in {', '.join(POSTERIOR_FLOWS)}; "
-                             f"BASE in {', '.join(BASES)} (default diagonal)")
+    parser.add_argument(
+        "--flows",
+        nargs="*",
+        default=DEFAULTS["flows"],
+        help=f"flow guides as FLOW[:BASE]; FLOW in {', '.join(POSTERIOR_FLOWS)}; "
+        f"BASE in {', '.join(BASES)} (default diagonal)",
+    )
     parser.add_argument("--num-flows", type=int, default=DEFAULTS["num_flows"], help="flow steps of each flow guide")
     parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="SVI steps per guide")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])

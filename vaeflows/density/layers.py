@@ -196,7 +196,7 @@ class Bijection(TransformModule, abc.ABC):
 
 
 class FlowSequence(Bijection):
-    """Layers applied in order, noise to data: ``x = f_n(... f_1(z))``; log-dets add up.
+    """Layers applied in order, noise to data: ``x = f_n(...(f_1(z)))``; log-dets add up.
 
     The event dims and shapes compose as in torch's ``ComposeTransform``: e.g. vector layers
     followed by a :class:`Flatten` to ``(C, H, W)`` take events of 1 dim to events of 3.
