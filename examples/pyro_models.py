@@ -50,7 +50,8 @@ __all__ = [
 #: Parameters of the banana: Pyro's ``examples/neutra.py`` defaults (``--param-a``, ``--param-b``, ``rho``).
 BANANA_A, BANANA_B, BANANA_RHO = 1.15, 1.0, 0.9
 
-#: The eight schools' estimated effects and their standard errors (Rubin 1981; Pyro's ``examples/eight_schools/data.py``).
+#: The eight schools' estimated effects and their standard errors
+#: (Rubin 1981; Pyro's ``examples/eight_schools/data.py``).
 SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
 SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
 
