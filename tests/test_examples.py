@@ -132,3 +132,22 @@ def test_flow_guides_draws_a_pair_outside_a_plate():
         example.guide_options(["iaff:full"])
     with pytest.raises(ValueError, match="unknown base 'ful'.*full"):
         example.guide_options(["iaf:ful"])
+
+
+def test_make_svi_drops_the_rate_for_the_last_steps():
+    """make_svi(steps=10, anneal=0.2): every parameter at lr for 8 steps, at lr / 10 for the last 2."""
+    import pyro
+
+    example = load("flow_guides")  # imports pyro_models as the example does
+    spec = example.MODELS["banana"]
+    pyro.clear_param_store()
+    guide = example.AutoFlow(spec.model, None)
+    svi = example.make_svi(spec, guide, 0.01, 2, steps=10, anneal=0.2)
+    rates = []
+    for _ in range(10):
+        svi.step()
+        rates.append({group["lr"] for opt in svi.optim.optim_objs.values() for group in opt.optimizer.param_groups})
+    assert rates[:7] == [{0.01}] * 7 and rates[7:] == [{0.001}] * 3  # the rate after each step
+    assert len(svi.optim.optim_objs) == len(list(guide.parameters()))
+    with pytest.raises(ValueError, match="anneal"):
+        example.make_svi(spec, guide, 0.01, 2, steps=10, anneal=1.0)
