@@ -55,9 +55,10 @@ def check_real(name: str, value: object, above: Optional[float] = None, below: O
         ValueError: ``value`` is not a real number (bools included), is NaN or infinite, or is
             outside the bounds.
     """
-    fits = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if fits and (above is None or value > above) and (below is None or value < below):
-        return float(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        number = float(value)
+        if (above is None or number > above) and (below is None or number < below):
+            return number
     if above is not None and below is not None:
         wanted = f" in ({above:g}, {below:g})"
     elif above is not None:
@@ -82,7 +83,9 @@ def check_dims(name: str, value: object, allow_empty: bool = False) -> Tuple[int
             is empty where at least one size is needed.
     """
     sizes = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
-    if sizes is None or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
+    if sizes is None or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and int(s) >= 1 for s in sizes
+    ):
         raise ValueError(f"{name} must be a sequence of integers >= 1, got {value!r}")
     if not sizes and not allow_empty:
         raise ValueError(f"{name} needs at least one hidden layer, e.g. (64,), got {value!r}")

@@ -311,7 +311,7 @@ def _sample(args: argparse.Namespace) -> None:
     images = vae.sample_images(args.num, next(vae.parameters()))
     out = args.out or args.run_dir / "samples.png"
     if not save_images(images, out, f"{args.num} samples"):
-        raise ImportError("drawing samples needs matplotlib: pip install matplotlib")
+        raise ImportError("drawing samples needs matplotlib, an optional dependency: pip install 'vaeflows[data]'")
     print(f"wrote {out}")
 
 

@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,9 @@ from torch.distributions import Distribution, Transform, constraints
 __all__ = ["HALF_LOG_2PI", "DiagonalNormal", "StandardNormal", "IndependentBernoulli", "FlowPosterior"]
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+# What torch.distributions.Distribution's sample and expand methods accept (torch.types._size).
+SizeLike = Union[torch.Size, List[int], Tuple[int, ...]]
 
 
 class DiagonalNormal(TorchDistribution):
@@ -71,7 +74,7 @@ class DiagonalNormal(TorchDistribution):
         self._noise: Optional[torch.Tensor] = None
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape: torch.Size, _instance=None) -> "DiagonalNormal":
+    def expand(self, batch_shape: SizeLike, _instance=None) -> "DiagonalNormal":
         if tuple(batch_shape) == self.batch_shape:  # what pyro.plate asks at every site
             return self
         shape = torch.Size(batch_shape) + self.event_shape
@@ -85,7 +88,7 @@ class DiagonalNormal(TorchDistribution):
     def variance(self) -> torch.Tensor:
         return self.scale.pow(2)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: SizeLike = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         eps = torch.empty(shape, dtype=self.loc.dtype, device=self.loc.device).normal_()
         z = self.loc + eps * self.scale
@@ -93,7 +96,7 @@ class DiagonalNormal(TorchDistribution):
         return z
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if value is self._sample:
+        if value is self._sample and self._noise is not None:
             eps = self._noise
         else:
             if self._validate_args:
@@ -122,13 +125,13 @@ class StandardNormal(TorchDistribution):
         self,
         dim: int,
         like: torch.Tensor,
-        batch_shape: torch.Size = torch.Size(),
+        batch_shape: SizeLike = torch.Size(),
         validate_args: Optional[bool] = None,
     ) -> None:
         self._like = like
         super().__init__(torch.Size(batch_shape), torch.Size([dim]), validate_args=validate_args)
 
-    def expand(self, batch_shape: torch.Size, _instance=None) -> "StandardNormal":
+    def expand(self, batch_shape: SizeLike, _instance=None) -> "StandardNormal":
         if tuple(batch_shape) == self.batch_shape:
             return self
         return StandardNormal(self.event_shape[0], self._like, batch_shape, validate_args=self._validate_args)
@@ -141,7 +144,7 @@ class StandardNormal(TorchDistribution):
     def variance(self) -> torch.Tensor:
         return self._like.new_ones(self._extended_shape())
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: SizeLike = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         return torch.empty(shape, dtype=self._like.dtype, device=self._like.device).normal_()
 
@@ -183,7 +186,7 @@ class IndependentBernoulli(TorchDistribution):
     def support(self) -> constraints.Constraint:
         return constraints.independent(constraints.boolean, self._event_dim)
 
-    def expand(self, batch_shape: torch.Size, _instance=None) -> "IndependentBernoulli":
+    def expand(self, batch_shape: SizeLike, _instance=None) -> "IndependentBernoulli":
         if tuple(batch_shape) == self.batch_shape:
             return self
         logits = self.logits.expand(torch.Size(batch_shape) + self.event_shape)
@@ -201,7 +204,7 @@ class IndependentBernoulli(TorchDistribution):
     def variance(self) -> torch.Tensor:
         return self.probs * (1 - self.probs)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: SizeLike = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return torch.bernoulli(self.probs.expand(self._extended_shape(sample_shape)))
 
@@ -256,20 +259,20 @@ class FlowPosterior(TransformedDistribution):
         self._sample: Optional[torch.Tensor] = None
         self._base_sample: Optional[torch.Tensor] = None
 
-    def expand(self, batch_shape: torch.Size, _instance=None) -> "FlowPosterior":
+    def expand(self, batch_shape: SizeLike, _instance=None) -> "FlowPosterior":
         if tuple(batch_shape) == self.batch_shape:
             return self
         return FlowPosterior(self.base_dist.expand(batch_shape), self.flow, validate_args=False)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: SizeLike = torch.Size()) -> torch.Tensor:
         z_0 = self.base_dist.rsample(sample_shape)
         z_k = self.flow(z_0)
         self._sample, self._base_sample = z_k, z_0
         return z_k
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if value is not self._sample:
-            return super().log_prob(value)
         z_0 = self._base_sample
+        if value is not self._sample or z_0 is None:
+            return super().log_prob(value)
         # TransformedDistribution computes (0 - ladj) + log q0: the same float result.
         return self.base_dist.log_prob(z_0) - self.flow.log_abs_det_jacobian(z_0, value)

@@ -105,6 +105,6 @@ def _draw_pictures(run_dir: Path, vae, test: torch.Tensor, history: List[dict], 
         save_learning_curve(history, run_dir / "learning_curve.png", "learning curve"),
     ]
     if not all(drawn):
-        log("matplotlib is not installed: no PNGs (pip install matplotlib)")
+        log("matplotlib is not installed: no PNGs (pip install 'vaeflows[data]')")
     else:
         log(f"wrote reconstructions.png, samples.png, learning_curve.png in {run_dir}")

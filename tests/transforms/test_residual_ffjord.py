@@ -110,6 +110,14 @@ def test_power_iteration_follows_updates_that_bypass_the_version_counter():
     assert float(torch.linalg.matrix_norm(layer.normalized_weight(), ord=2)) <= 0.9 * (1 + 1e-5)
 
 
+def test_module_apply_reaches_a_residual_flow_s_nets():
+    """``nn.Module.apply(fn)`` visits every submodule: ResidualNet must not shadow it."""
+    flow = posterior_flow("residual", 3, 2, hidden_dims=(8,))
+    seen = []
+    flow.apply(seen.append)
+    assert sum(isinstance(m, ResidualNet) for m in seen) == 2
+
+
 def test_residual_exact_log_det_matches_slogdet_and_step():
     net = perturbed_net()
     z = torch.randn(5, 3, dtype=F64)

@@ -7,7 +7,7 @@ a batch of images lies in a likelihood's support (the loaders use it, and so can
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, cast
 
 import torch
 
@@ -136,7 +136,8 @@ class VAEData:
     source: str = ""
 
     def __post_init__(self) -> None:
-        self.image_shape = tuple(int(s) for s in self.image_shape)
+        # Normalizes what the caller passed (a list, numpy ints); the split checks below compare it with the data.
+        self.image_shape = cast(Tuple[int, int, int], tuple(int(s) for s in self.image_shape))
         where = f"{self.name}" + (f" ({self.source})" if self.source else "")
         for split in ("train", "valid", "test"):
             x = getattr(self, split)

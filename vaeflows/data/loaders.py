@@ -140,8 +140,8 @@ def load_dynamic_mnist(data_dir: Optional[str] = None, seed: int = 123, download
         if not download:
             raise
         datasets = import_optional("torchvision.datasets", "torchvision", "downloading MNIST")
-        for train in (True, False):
-            datasets.MNIST(str(root), train=train, download=True)
+        for train_split in (True, False):
+            datasets.MNIST(str(root), train=train_split, download=True)
         paths = find_files(root, "MNIST/raw", candidates, _URLS[name])
     train_grey, test_grey = (torch.from_numpy(read_idx(p).astype(np.float32) / 255).unsqueeze(1) for p in paths)
     train, valid = split(train_grey, (50000, 10000), f"'{paths[0]}'")

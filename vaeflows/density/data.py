@@ -90,8 +90,8 @@ def load_mnist_8bit(data_dir: Optional[str], num_train: int = 50000, seed: int =
 def _load_toy(name: str) -> Callable[..., DensityData]:
     def load(data_dir: Optional[str], num_train: int = 20000, seed: int = 0) -> DensityData:
         test_size = max(num_train // 4, 1000)
-        splits = (toy_data(name, n, seed + k) for k, n in enumerate((num_train, test_size, test_size)))
-        return DensityData(*splits, (2,), False, name)
+        train, valid, test = (toy_data(name, n, seed + k) for k, n in enumerate((num_train, test_size, test_size)))
+        return DensityData(train, valid, test, (2,), False, name)
 
     return load
 

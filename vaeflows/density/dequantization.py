@@ -25,7 +25,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -104,7 +104,7 @@ class VariationalDequantizer(nn.Module):
 
 
 #: ``--dequantization`` name -> dequantizer constructor ``(event_shape) -> module``.
-DEQUANTIZERS = {
+DEQUANTIZERS: Dict[str, Callable[[Sequence[int]], nn.Module]] = {
     "uniform": lambda shape: UniformDequantizer(),
     "variational": VariationalDequantizer,
 }

@@ -54,6 +54,8 @@ class EnergyFit(nn.Module):
         num_flows: ``K``.
     """
 
+    _reference: torch.Tensor  # a buffer: samples take its dtype and device
+
     def __init__(self, flow: str, num_flows: int) -> None:
         super().__init__()
         if flow not in POSTERIOR_FLOWS:

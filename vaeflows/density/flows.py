@@ -108,6 +108,8 @@ class FlowDensity(nn.Module):
         True
     """
 
+    _reference: torch.Tensor  # a buffer: samples take its dtype and device
+
     def __init__(
         self,
         flow: Bijection,

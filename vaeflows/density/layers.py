@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -191,8 +191,9 @@ class Bijection(TransformModule, abc.ABC):
     def _inverse(self, x: Tensor) -> Tensor:
         return self.inverse_and_ladj(x)[0]
 
-    def log_abs_det_jacobian(self, z: Tensor, x: Tensor) -> Tensor:
-        return self.inverse_and_ladj(x)[1]
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        """``log|det dy/dx|`` from the data side; torch's names: ``x`` is the noise, ``y`` the data."""
+        return self.inverse_and_ladj(y)[1]
 
 
 class FlowSequence(Bijection):
@@ -212,26 +213,31 @@ class FlowSequence(Bijection):
         super().__init__(composed.domain.event_dim, composed.codomain.event_dim)
         self.layers = nn.ModuleList(layers)
 
+    def _bijections(self) -> Sequence[Bijection]:
+        return cast(Sequence[Bijection], self.layers)  # what __init__ put in the ModuleList
+
     def forward_shape(self, shape: Shape) -> torch.Size:
-        for layer in self.layers:
+        for layer in self._bijections():
             shape = layer.forward_shape(shape)
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
-        for layer in reversed(self.layers):
+        for layer in reversed(self._bijections()):
             shape = layer.inverse_shape(shape)
         return torch.Size(shape)
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
-        total = 0.0
-        for layer in self.layers:
+        first, *rest = self._bijections()
+        z, total = first.forward_and_ladj(z, context)
+        for layer in rest:
             z, ladj = layer.forward_and_ladj(z, context)
             total = total + ladj
         return z, total
 
     def inverse_and_ladj(self, x: Tensor, context: Optional[Tensor] = None) -> Pair:
-        total = 0.0
-        for layer in reversed(self.layers):
+        last, *rest = reversed(self._bijections())
+        x, total = last.inverse_and_ladj(x, context)
+        for layer in rest:
             x, ladj = layer.inverse_and_ladj(x, context)
             total = total + ladj
         return x, total
@@ -253,6 +259,8 @@ class Coupling(Bijection):
             ``k = 1`` (additive) or 2 (shift then raw scale), ``E0`` the first event dim.
         scale: a key of :data:`SCALE_MAPS`.
     """
+
+    mask: Tensor
 
     def __init__(self, mask: Tensor, net: nn.Module, scale: str = "tanh") -> None:
         super().__init__(mask.dim())
@@ -303,12 +311,12 @@ class MAFStep(Bijection):
     ) -> None:
         super().__init__(1)
         hidden = list(hidden_dims)
+        order = cast(torch.LongTensor, permutation)  # Pyro's annotation: the legacy LongTensor class
+        self.made: nn.Module
         if context_dim is None:
-            self.made = AutoRegressiveNN(dim, hidden, param_dims=[1, 1], permutation=permutation)
+            self.made = AutoRegressiveNN(dim, hidden, param_dims=[1, 1], permutation=order)
         else:
-            self.made = ConditionalAutoRegressiveNN(
-                dim, context_dim, hidden, param_dims=[1, 1], permutation=permutation
-            )
+            self.made = ConditionalAutoRegressiveNN(dim, context_dim, hidden, param_dims=[1, 1], permutation=order)
         self.conditional = context_dim is not None
 
     def _params(self, x: Tensor, context: Optional[Tensor]) -> Pair:
@@ -323,6 +331,7 @@ class MAFStep(Bijection):
         x, ladj = torch.zeros_like(z), None
         for _ in range(z.shape[-1]):
             x, ladj = affine(z, *self._params(x, context), 1)
+        assert ladj is not None, "z has at least one variable"
         return x, ladj
 
 
@@ -338,6 +347,8 @@ class ActNorm(Bijection):
         shape: the event shape, ``(D,)`` or ``(C, H, W)``.
         data_init: whether to initialize from the first batch (else from the identity).
     """
+
+    initialized: Tensor
 
     def __init__(self, shape: Sequence[int], data_init: bool = True) -> None:
         super().__init__(len(shape))
@@ -375,6 +386,10 @@ class InvertibleLinear(Bijection):
     Args:
         shape: the event shape, ``(D,)`` or ``(C, H, W)``.
     """
+
+    permutation: Tensor
+    diag_sign: Tensor
+    lower_mask: Tensor
 
     def __init__(self, shape: Sequence[int]) -> None:
         super().__init__(len(shape))
@@ -510,7 +525,7 @@ class Flatten(Bijection):
     def __init__(self, shape: Sequence[int]) -> None:
         super().__init__(1, len(shape))
         self.shape = tuple(shape)
-        self.reshape = ReshapeTransform((math.prod(self.shape),), self.shape)
+        self.reshape = ReshapeTransform(torch.Size([math.prod(self.shape)]), torch.Size(self.shape))
 
     def forward_shape(self, shape: Shape) -> torch.Size:
         return torch.Size(self.reshape.forward_shape(shape))

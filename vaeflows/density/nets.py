@@ -20,8 +20,9 @@ __all__ = ["CouplingMLP", "CouplingCNN"]
 
 
 def _zero_last(layer: nn.Module) -> None:
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
+    """Zero the weight and bias of a network's last layer: the coupling starts as the identity."""
+    for parameter in layer.parameters():
+        nn.init.zeros_(parameter)
 
 
 class CouplingMLP(nn.Module):

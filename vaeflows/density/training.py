@@ -86,7 +86,11 @@ def _rows(data: DensityData, split: str, conditional: bool) -> torch.Tensor:
     """A split as ``(N, D)`` rows, with the label as a last column when conditional."""
     x = getattr(data, split)
     flat = x.reshape(len(x), -1)
-    return torch.cat([flat, data.labels[split][:, None].float()], 1) if conditional else flat
+    if not conditional:
+        return flat
+    if data.labels is None:
+        raise ValueError(f"{data.name}: a class-conditional flow needs labels, and the data set has none")
+    return torch.cat([flat, data.labels[split][:, None].float()], 1)
 
 
 @torch.no_grad()
@@ -286,4 +290,4 @@ def _draw(run_dir: Path, model: DensityModel, data: DensityData, log: Callable[[
                 )
             samples = flow.sample(64, context)
             drawn, name = save_images(samples, run_dir / "samples.png", f"{flow.name} samples"), "samples.png"
-    log(f"wrote {run_dir / name}" if drawn else "matplotlib is not installed: no PNGs (pip install matplotlib)")
+    log(f"wrote {run_dir / name}" if drawn else "matplotlib is not installed: no PNGs (pip install 'vaeflows[data]')")

@@ -98,7 +98,8 @@ def reparameterized_elbo(model: Callable, guide: Callable, *args, **kwargs) -> t
         guide(*args, **kwargs)
     with _LogDensity(replay=guide_density.values) as model_density:
         model(*args, **kwargs)
-    return model_density.total - guide_density.total
+    elbo = model_density.total - guide_density.total
+    return elbo if isinstance(elbo, torch.Tensor) else torch.tensor(elbo)  # a float without sample sites
 
 
 def log_importance_weights(
@@ -117,12 +118,14 @@ def log_importance_weights(
         guide_trace = poutine.trace(guide).get_trace(x)
     with samples:
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    log_w = 0.0
+    log_w: Union[torch.Tensor, float] = 0.0
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         trace.compute_log_prob()
         for site in trace.nodes.values():
             if site["type"] == "sample":
                 log_w = log_w + sign * site["log_prob"]
+    if not isinstance(log_w, torch.Tensor):
+        raise ValueError("log_importance_weights: the model and guide have no sample sites")
     return log_w.reshape(num_samples, x.shape[0])
 
 
@@ -160,11 +163,12 @@ def importance_sampled_log_likelihood(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     results = []
     for b in batches(x, batch_size):
-        total = None
+        total: Optional[torch.Tensor] = None
         for start in range(0, num_samples, chunk_size):
             s = min(chunk_size, num_samples - start)
             chunk = torch.logsumexp(log_importance_weights(model, guide, b, s), dim=0)
             total = chunk if total is None else torch.logaddexp(total, chunk)
+        assert total is not None, "num_samples >= 1: at least one chunk"
         results.append(total - math.log(num_samples))
         progress(b.shape[0])
     return torch.cat(results)

@@ -24,7 +24,7 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import pyro
 import torch
@@ -124,7 +124,7 @@ def _check_objective(objective: str, iwae_samples: int) -> None:
 
 def _signature(dataset: str, model: dict, objective: str, iwae_samples: int) -> dict:
     """What must match to resume a run (the IWAE sample count only matters for IWAE)."""
-    signature = {"dataset": dataset, "model": model, "objective": objective}
+    signature: Dict[str, object] = {"dataset": dataset, "model": model, "objective": objective}
     if objective == "iwae":
         signature["iwae_samples"] = iwae_samples
     return signature

@@ -158,7 +158,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` at once: ``write(file)`` fills ``PATH.tmp`` beside it, which is flushed to disk
     and renamed over ``path``. A reader, or a kill at any moment, sees the old file or the new one.
 

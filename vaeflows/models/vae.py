@@ -23,7 +23,7 @@ References:
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, cast
 
 import pyro
 import pyro.distributions as dist
@@ -81,7 +81,7 @@ class VAE(nn.Module):
     ) -> None:
         super().__init__()
         check_int("latent_dim", latent_dim)
-        feature_dim = encoder.feature_dim
+        feature_dim = cast(int, encoder.feature_dim)  # every encoder says its feature size (see Args)
         if flow is not None and flow.context_dim != feature_dim:
             raise ValueError(
                 f"the flow's context_dim={flow.context_dim} differs from the encoder's feature_dim={feature_dim}"
@@ -95,7 +95,7 @@ class VAE(nn.Module):
         self.flow = flow
         self.register_params = True
 
-    def prior(self, like: torch.Tensor) -> dist.Distribution:
+    def prior(self, like: torch.Tensor) -> dist.TorchDistribution:
         """``p(z) = N(0, I)`` with event shape ``(latent_dim,)``, on ``like``'s device and dtype."""
         return StandardNormal(self.latent_dim, like)
 
@@ -109,10 +109,13 @@ class VAE(nn.Module):
                 "divide by 255 first) or convert the model (vae.double())"
             )
 
-    def posterior(self, x: torch.Tensor) -> dist.Distribution:
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         """``q(z_K | x)``: batch shape ``x.shape[:-3]``, event shape ``(latent_dim,)``.
 
-        A fresh flow transform per call, so it scores only its own samples (see DESIGN.md).
+        Every call conditions the flow afresh (``flow.condition(h)``), so each sample site gets a
+        transform of its own. Planar, radial and Sylvester flows have no analytic inverse: their
+        transforms score a value only if it came out of them (they remember their own outputs),
+        so a posterior must score the samples it drew, never data from elsewhere.
         """
         self.check_dtype(x)
         h = self.encoder(x)
@@ -128,14 +131,15 @@ class VAE(nn.Module):
     def model(self, x: torch.Tensor, beta: float = 1.0) -> None:
         self.check_dtype(x)
         self._register()
-        with pyro.plate("data", x.shape[0], device=x.device):
+        # Pyro annotates plate's device as a str; it hands it to torch, which takes a torch.device.
+        with pyro.plate("data", x.shape[0], device=x.device):  # type: ignore[arg-type]
             with _kl_weight(beta):
                 z = pyro.sample("z", self.prior(x))
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor, beta: float = 1.0) -> None:
         self._register()
-        with pyro.plate("data", x.shape[0], device=x.device):
+        with pyro.plate("data", x.shape[0], device=x.device):  # type: ignore[arg-type]  # as in model
             with _kl_weight(beta):
                 pyro.sample("z", self.posterior(x))
 
@@ -195,5 +199,5 @@ def build_vae(
     encoder, decoder = build_encoder_decoder(arch, image_shape, latent_dim, likelihood, **options)
     posterior = None
     if flow not in (None, "none"):
-        posterior = posterior_flow(flow, latent_dim, num_flows, encoder.feature_dim, **flow_options)
+        posterior = posterior_flow(flow, latent_dim, num_flows, cast(int, encoder.feature_dim), **flow_options)
     return VAE(encoder, decoder, build_likelihood(likelihood), latent_dim, posterior)

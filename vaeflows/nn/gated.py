@@ -25,7 +25,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Type, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -171,7 +171,7 @@ class GatedConvEncoder(nn.Module):
         super().__init__()
         last = _last_kernel(image_shape)
         self.image_shape: ImageShape = tuple(image_shape)  # type: ignore[assignment]
-        specs = [  # in, out, kernel, stride, padding
+        specs: List[Tuple[int, int, Kernel, int, int]] = [  # in, out, kernel, stride, padding
             (image_shape[0], 32, 5, 1, 2),
             (32, 32, 5, 2, 2),
             (32, 64, 5, 1, 2),
@@ -236,7 +236,7 @@ class GatedConvDecoder(nn.Module):
         self.latent_dim = latent_dim
         self.image_shape: ImageShape = tuple(image_shape)  # type: ignore[assignment]
         self.out_channels = out_channels_per_pixel * image_shape[0]
-        specs = [  # in, out, kernel, stride, padding, output padding
+        specs: List[Tuple[int, int, Kernel, int, int, int]] = [  # in, out, kernel, stride, padding, output padding
             (latent_dim, 64, first, 1, 0, 0),
             (64, 64, 5, 1, 2, 0),
             (64, 32, 5, 2, 2, 1),
@@ -244,7 +244,7 @@ class GatedConvDecoder(nn.Module):
             (32, 32, 5, 2, 2, 1),
             (32, 32, 5, 1, 2, 0),
         ]
-        layers = [GatedConvTranspose2d(*spec) for spec in specs]
+        layers: List[nn.Module] = [GatedConvTranspose2d(*spec) for spec in specs]
         if head_channels:
             layers.append(nn.Conv2d(32, head_channels, 5, 1, 2))
         layers.append(nn.Conv2d(head_channels or 32, self.out_channels, 1))

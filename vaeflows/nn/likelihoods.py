@@ -46,7 +46,7 @@ from pyro.distributions import Categorical, TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
-from vaeflows.distributions import IndependentBernoulli
+from vaeflows.distributions import IndependentBernoulli, SizeLike
 
 __all__ = [
     "NUM_LEVELS",
@@ -147,7 +147,7 @@ class Categorical256(_PixelDistribution):
         """Normalized log-probabilities, shape ``batch_shape + (256,)``."""
         return self._categorical.logits
 
-    def expand(self, batch_shape: torch.Size, _instance: "Categorical256 | None" = None) -> "Categorical256":
+    def expand(self, batch_shape: SizeLike, _instance: "Categorical256 | None" = None) -> "Categorical256":
         new = self._get_checked_instance(Categorical256, _instance)
         new._categorical = self._categorical.expand(batch_shape)
         super(Categorical256, new).__init__(torch.Size(batch_shape), validate_args=False)
@@ -162,7 +162,7 @@ class Categorical256(_PixelDistribution):
             self._validate_sample(value)
         return self._categorical.log_prob(pixel_index(value))
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: SizeLike = torch.Size()) -> torch.Tensor:
         k = self._categorical.sample(sample_shape)
         return k.to(self.logits.dtype) / (NUM_LEVELS - 1)
 
@@ -204,7 +204,7 @@ class DiscretizedLogistic(_PixelDistribution):
         self.loc, self.log_scale = broadcast_all(loc, log_scale)
         super().__init__(self.loc.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape: torch.Size, _instance: "DiscretizedLogistic | None" = None) -> "DiscretizedLogistic":
+    def expand(self, batch_shape: SizeLike, _instance: "DiscretizedLogistic | None" = None) -> "DiscretizedLogistic":
         new = self._get_checked_instance(DiscretizedLogistic, _instance)
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape)
@@ -232,7 +232,7 @@ class DiscretizedLogistic(_PixelDistribution):
         levels = _levels(self.loc).reshape(NUM_LEVELS, *(1,) * len(self.batch_shape))
         return self.log_prob(levels).movedim(0, -1)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: SizeLike = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)

@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union, overload
 
 from .base import (
     AmortizedFamilyFlow,
@@ -141,12 +141,24 @@ POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
 }
 
 
+@overload
+def posterior_flow(name: str, latent_dim: int, num_flows: int, context_dim: int, **options: Any) -> AmortizedFlow: ...
+@overload
+def posterior_flow(
+    name: str, latent_dim: int, num_flows: int, context_dim: None = None, **options: Any
+) -> GlobalFlow: ...
+@overload
+def posterior_flow(
+    name: str, latent_dim: int, num_flows: int, context_dim: Optional[int] = None, **options: Any
+) -> PosteriorFlow: ...
+
+
 def posterior_flow(
     name: str,
     latent_dim: int,
     num_flows: int,
     context_dim: Optional[int] = None,
-    **options,
+    **options: Any,
 ) -> PosteriorFlow:
     """Build a stack of ``num_flows`` steps of the flow ``name`` as one module.
 

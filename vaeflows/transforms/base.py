@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import math
 import weakref
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from pyro.distributions import ConditionalTransformModule, TransformModule
@@ -97,8 +97,8 @@ class CachedLadjTransform(Transform):
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, cache_size=1, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cache_size=1, **kwargs)
         self._cached_ladj: Optional[torch.Tensor] = None
         self._inv_ref: Optional[weakref.ref] = None
         self._produced: Optional[WeakIdKeyDictionary] = None  # y -> (x, ladj), built when needed
@@ -116,7 +116,8 @@ class CachedLadjTransform(Transform):
         """
         inv = self._inv_ref() if self._inv_ref is not None else None
         if inv is None:
-            inv = Transform.inv.fget(self)  # torch builds it, and keeps it in self._inv ...
+            # mypy reads a property on a class as its getter function, which has no fget.
+            inv = Transform.inv.fget(self)  # type: ignore[attr-defined]  # torch builds it, keeps it in _inv ...
             self._inv = None  # ... by a strong reference: drop that one, keep a weak one
             self._inv_ref = weakref.ref(inv)
         return inv
@@ -130,7 +131,7 @@ class CachedLadjTransform(Transform):
             state["_cached_x_y"] = None, None
         return state
 
-    def _remember(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _remember(self, x: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> None:
         """Keep the pair torch's one-entry cache holds before ``x`` or ``y`` replaces it."""
         x_old, y_old = self._cached_x_y
         if y_old is not None and x is not x_old and y is not y_old:
@@ -147,7 +148,8 @@ class CachedLadjTransform(Transform):
         if self._produced is not None and y is not self._cached_x_y[1]:
             seen = self._produced.get(y)
             if seen is not None:  # an earlier output: its input and log-det back into the cache
-                self._cached_x_y, self._cached_ladj = (seen[0], y), seen[1]
+                # torch's stubs infer _cached_x_y as tuple[None, None] (from its __init__).
+                self._cached_x_y, self._cached_ladj = (seen[0], y), seen[1]  # type: ignore[assignment]
                 return seen[0]
         return super()._inv_call(y)
 
@@ -160,6 +162,7 @@ class CachedLadjTransform(Transform):
             self(x)  # recompute (and re-cache) the pass from this input
         elif self._cached_ladj is None:
             self._call(x)
+        assert self._cached_ladj is not None, "_call sets _cached_ladj"
         return self._cached_ladj
 
 
@@ -371,8 +374,10 @@ class AmortizedFlow(ConditionalTransformModule, abc.ABC):
         self.context_dim = context_dim
         self.invertible = invertible
 
-    #: ``"exact"``, ``"ode"`` or ``"stochastic"`` (see the class docstring).
-    log_det_kind: str = "exact"
+    @property
+    def log_det_kind(self) -> str:
+        """``"exact"``, ``"ode"`` or ``"stochastic"`` (see the class docstring)."""
+        return "exact"
 
     @abc.abstractmethod
     def steps(self, context: torch.Tensor) -> List[Transform]:
@@ -408,7 +413,10 @@ class GlobalFlow(CachedLadjTransform, TransformModule, abc.ABC):
     draws, and score each of its samples, with or without an analytic inverse.
     """
 
-    log_det_kind: str = "exact"
+    @property
+    def log_det_kind(self) -> str:
+        """``"exact"``, ``"ode"`` or ``"stochastic"`` (see :class:`AmortizedFlow`)."""
+        return "exact"
 
     def __init__(self, name: str, latent_dim: int, num_flows: int, invertible: bool) -> None:
         super().__init__()

@@ -39,7 +39,7 @@ References:
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import nn
@@ -122,10 +122,10 @@ class ODENet(nn.Module):
 
     def forward(self, t: Tensor, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
         lead = z.shape[:-1]
-        extra = [t.to(z).expand(*lead, 1)]
+        inputs = [t.to(z).expand(*lead, 1)]
         if context is not None:
-            extra.append(context.expand(*lead, context.shape[-1]))
-        extra = torch.cat(extra, dim=-1)
+            inputs.append(context.expand(*lead, context.shape[-1]))
+        extra = torch.cat(inputs, dim=-1)
         x = z
         for k, layer in enumerate(self.layers):
             x = layer(torch.cat([x, extra], dim=-1))
@@ -155,8 +155,10 @@ class _Augmented(nn.Module):
             if self.trace == "exact":
                 trace = torch.diagonal(exact_jacobian(dz, z, create_graph=grad_on), dim1=-2, dim2=-1).sum(-1)
             else:
-                vjp = torch.autograd.grad(dz, z, self.noise, retain_graph=True, create_graph=grad_on)[0]
-                trace = (vjp * self.noise).sum(-1)
+                noise = self.noise
+                assert noise is not None, "cnf_integrate draws the noise of the hutchinson trace"
+                vjp = torch.autograd.grad(dz, z, noise, retain_graph=True, create_graph=grad_on)[0]
+                trace = (vjp * noise).sum(-1)
         if not grad_on:
             dz = dz.detach()
         return dz, trace
@@ -191,7 +193,7 @@ def cnf_integrate(
     net.nfe = 0
     kwargs = dict(rtol=rtol, atol=atol, method=method, options=solver_options)
     if adjoint:
-        params = tuple(net.parameters())
+        params: Tuple[Tensor, ...] = tuple(net.parameters())
         if context is not None and context.requires_grad:
             params = params + (context,)
         z_t, a_t = torchdiffeq.odeint_adjoint(func, state, times, adjoint_params=params, **kwargs)
@@ -228,6 +230,8 @@ class CNFStep(FunctionStep):
 
 class _FFJORDFlow:
     """What the amortized and global FFJORD flows share."""
+
+    training: bool  # the nn.Module's flag (the flows that use this mixin are modules)
 
     #: Why a JIT trace cannot record this flow (see :func:`~vaeflows.transforms.base.check_traceable`).
     untraceable = "its ODE solver chooses its steps on the host and its trace calls torch.autograd.grad"
@@ -273,11 +277,14 @@ class _FFJORDFlow:
     @property
     def nfe(self) -> int:
         """Function evaluations of the last solve of each step, summed over the steps."""
-        return sum(net.nfe for net in self.nets)
+        return sum(net.nfe for net in self._nets())
+
+    def _nets(self) -> Sequence[ODENet]:
+        return cast(Sequence[ODENet], self.nets)  # what _setup put in the ModuleList
 
     def _steps(self, context: Optional[Tensor]) -> List[Transform]:
         trace = self.trace if self.training else self.eval_trace
-        return [CNFStep(net, context, {**self.solve_options, "trace": trace}) for net in self.nets]
+        return [CNFStep(net, context, {**self.solve_options, "trace": trace}) for net in self._nets()]
 
 
 _FFJORD_ARGS = """

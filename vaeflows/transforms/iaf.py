@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,11 @@ def _order(latent_dim: int, step: int, reverse_order: bool) -> torch.Tensor:
     return order.flip(0) if reverse_order and step % 2 == 1 else order
 
 
+def _permutation(made: nn.Module) -> torch.Tensor:
+    """The autoregressive order of one of Pyro's MADEs (its ``permutation`` buffer)."""
+    return cast(torch.Tensor, made.permutation)
+
+
 def _mades(
     latent_dim: int, num_flows: int, context_dim: int, hidden_dims: Sequence[int], reverse_order: bool
 ) -> nn.ModuleList:
@@ -91,7 +96,9 @@ def _mades(
     )
 
 
-def _made(latent_dim: int, context_dim: int, hidden_dims: Sequence[int], permutation: torch.Tensor):
+def _made(latent_dim: int, context_dim: int, hidden_dims: Sequence[int], order: torch.Tensor) -> nn.Module:
+    # Pyro annotates the order with the legacy class torch.LongTensor; it means an int64 tensor.
+    permutation = cast(torch.LongTensor, order)
     with warnings.catch_warnings():  # Pyro warns for D = 1, a legitimate (conditional) affine map
         warnings.filterwarnings("ignore", message=".*input_dim = 1.*")
         if context_dim:
@@ -134,7 +141,7 @@ class AmortizedIAF(AmortizedFlow):
         self.mades = _mades(latent_dim, num_flows, context_dim, hidden_dims, reverse_order)
 
     def steps(self, context: torch.Tensor) -> List[Transform]:
-        return [IAFStep(partial(made, context=context), made.permutation, self.sigmoid_bias) for made in self.mades]
+        return [IAFStep(partial(made, context=context), _permutation(made), self.sigmoid_bias) for made in self.mades]
 
 
 class GlobalIAF(GlobalFlow):
@@ -161,4 +168,4 @@ class GlobalIAF(GlobalFlow):
         self.mades = _mades(latent_dim, num_flows, 0, hidden_dims, reverse_order)
 
     def steps(self) -> List[Transform]:
-        return [IAFStep(made, made.permutation, self.sigmoid_bias) for made in self.mades]
+        return [IAFStep(made, _permutation(made), self.sigmoid_bias) for made in self.mades]

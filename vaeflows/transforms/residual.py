@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import warnings
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +119,10 @@ class LipschitzLinear(nn.Module):
         tol: relative tolerance of the power iteration.
         init_iterations: power iterations on the first call.
     """
+
+    u: Tensor
+    v: Tensor
+    initialized: Tensor
 
     def __init__(
         self,
@@ -249,31 +253,39 @@ class ResidualNet(nn.Module):
 
     def weights(self) -> List[Tensor]:
         """The normalized weights (in training mode, one power-iteration update per layer)."""
-        return [layer.normalized_weight() for layer in self.layers]
+        return [layer.normalized_weight() for layer in self._linear_layers()]
 
-    def apply(self, weights: Sequence[Tensor], z: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        """``g(z, h)`` with the given normalized weights."""
-        x = F.linear(z, weights[0], self.layers[0].bias)
+    def _linear_layers(self) -> Sequence[LipschitzLinear]:
+        return cast(Sequence[LipschitzLinear], self.layers)  # what __init__ put in the ModuleList
+
+    def apply_weights(self, weights: Sequence[Tensor], z: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        """``g(z, h)`` with the given normalized weights.
+
+        Not named ``apply``: ``nn.Module.apply(fn)`` visits every submodule with ``fn``, and a
+        flow's ``flow.apply(init)`` would call this method with ``fn``.
+        """
+        layers = self._linear_layers()
+        x = F.linear(z, weights[0], layers[0].bias)
         if self.context is not None:
             x = x + self.context(context)
-        for activation, weight, layer in zip(self.activations, weights[1:], self.layers[1:]):
+        for activation, weight, layer in zip(self.activations, weights[1:], layers[1:]):
             x = F.linear(activation(x), weight, layer.bias)
         return x
 
     def forward(self, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        return self.apply(self.weights(), z, context)
+        return self.apply_weights(self.weights(), z, context)
 
     def frozen(self, context: Optional[Tensor] = None) -> Callable[[Tensor], Tensor]:
         """``z -> g(z, context)`` with the normalized weights taken once, now: the map a flow step
         uses for its forward pass, log-det and fixed-point inverse alike (the power iteration
         runs once per step, not once per fixed-point iteration, and cannot change the map
         between its forward pass and its inverse)."""
-        return partial(self.apply, self.weights(), context=context)
+        return partial(self.apply_weights, self.weights(), context=context)
 
     def lipschitz_bound(self) -> float:
         """``prod_i ||W_sn,i||_2`` computed exactly (SVD): an upper bound of ``Lip_z(g)``."""
         with torch.no_grad():
-            norms = [torch.linalg.matrix_norm(layer.normalized_weight(), ord=2) for layer in self.layers]
+            norms = [torch.linalg.matrix_norm(layer.normalized_weight(), ord=2) for layer in self._linear_layers()]
         return float(torch.stack(norms).prod())
 
 
@@ -429,6 +441,8 @@ class ResidualStep(FunctionStep):
 class _ResidualFlow:
     """What the amortized and global residual flows share: nets, options, steps."""
 
+    training: bool  # the nn.Module's flag (the flows that use this mixin are modules)
+
     #: Why a JIT trace cannot record this flow (see :func:`~vaeflows.transforms.base.check_traceable`).
     untraceable = (
         "its log-det calls torch.autograd.grad (vector-Jacobian products), its Russian-roulette "
@@ -476,7 +490,8 @@ class _ResidualFlow:
 
     def _steps(self, context: Optional[Tensor]) -> List[Transform]:
         mode = self.ladj if self.training else self.eval_ladj
-        return [ResidualStep(net.frozen(context), mode, self.ladj_options, self.inverse_options) for net in self.nets]
+        nets = cast(Sequence[ResidualNet], self.nets)
+        return [ResidualStep(net.frozen(context), mode, self.ladj_options, self.inverse_options) for net in nets]
 
 
 _RESIDUAL_ARGS = """
