@@ -63,9 +63,9 @@ LABELS = {
     "residual": "residual flow",
     "ffjord": "FFJORD",
 }
-#: Test -ELBO (nats) of van den Berg et al. 2018, Table 1 (mean +- std of 3 runs), as quoted in
-#: ../shared/PROTOCOL.md. H-SNF and T-SNF are in the paper too, but their MNIST figures could
-#: not be checked against a source here, so they are left blank rather than quoted from memory.
+#: Test -ELBO (nats) of van den Berg et al. 2018, Table 1 (mean +- std of 3 runs), statically
+#: binarized MNIST. H-SNF and T-SNF are in the paper too, but their MNIST figures could not be
+#: checked against a source here, so they are left blank rather than quoted from memory.
 PAPER_ELBO = {
     "none": "86.55 ± 0.06",
     "planar": "86.06 ± 0.31",
@@ -227,8 +227,8 @@ def write_table(
         "seconds/epoch: median over the epochs of the training steps and the validation pass "
         f"(vaeflows' `fit` timing) on {device}; the machine is shared with other work, so these are "
         "rough. epochs: epochs trained (the best validation epoch, whose weights were tested). "
-        "Paper -ELBO: van den Berg et al. (2018), Table 1, statically binarized MNIST, as quoted in "
-        "the project's PROTOCOL.md; FFJORD from Grathwohl et al. (2019), same architecture and "
+        "Paper -ELBO: van den Berg et al. (2018), Table 1, statically binarized MNIST; FFJORD from "
+        "Grathwohl et al. (2019), same architecture and "
         "protocol. H-SNF and T-SNF are reported in the paper too; their MNIST figures could not be "
         "checked against a source while writing this benchmark, so they are left as —.",
     ]

@@ -9,7 +9,6 @@ torch's; its ``.item()`` reads of the step count are of a CPU tensor, also for p
 """
 
 import functools
-import importlib
 
 import pyro
 import pytest
@@ -19,7 +18,7 @@ from tests.host_reads import HostReads
 from vaeflows.data import load_dataset
 from vaeflows.infer.experiment import vae_loss
 from vaeflows.models import build_vae
-from vaeflows.transforms import POSTERIOR_FLOWS
+from vaeflows.transforms import POSTERIOR_FLOWS, sylvester_flows
 
 #: Flows whose log-determinant needs the host by design: FFJORD's adaptive ODE solver (dopri5)
 #: chooses its steps from error estimates on the host.
@@ -36,12 +35,10 @@ def digits():
 
 @pytest.mark.parametrize("flow", ["none", *POSTERIOR_FLOWS])
 def test_a_training_step_reads_nothing_back_to_the_host(flow, digits, monkeypatch):
-    sylvester = importlib.import_module("vaeflows.transforms.sylvester")  # the module, not the function
-
     # O-SNF's orthogonalization asks the host whether it has converged: on the CPU (where that
     # costs nothing) every iteration, on a GPU every 8: here the GPU's way.
-    gpu_orthogonalize = functools.partial(sylvester.orthogonalize, check_every=8)
-    monkeypatch.setattr(sylvester, "orthogonalize", gpu_orthogonalize)
+    gpu_orthogonalize = functools.partial(sylvester_flows.orthogonalize, check_every=8)
+    monkeypatch.setattr(sylvester_flows, "orthogonalize", gpu_orthogonalize)
     torch.manual_seed(0)
     vae = build_vae(
         image_shape=digits.image_shape,

@@ -64,7 +64,8 @@ def _gated_params(c_in: int, c_out: int, kh: int, kw: int) -> int:
 
 @pytest.mark.parametrize("image_shape, last", [((1, 28, 28), (7, 7)), ((1, 28, 20), (7, 5)), ((3, 28, 28), (7, 7))])
 def test_encoder_parameter_count_matches_reference(image_shape, last):
-    # PROTOCOL.md: 1->32 (k5), 32->32 (k5), 32->64 (k5), 64->64 (k5), 64->64 (k5), 64->256 (k7 or k(7,5)).
+    # van den Berg et al. (2018)'s gated-conv encoder:
+    # 1->32 (k5), 32->32 (k5), 32->64 (k5), 64->64 (k5), 64->64 (k5), 64->256 (k7 or k(7,5)).
     layers = [
         (image_shape[0], 32, 5, 5),
         (32, 32, 5, 5),

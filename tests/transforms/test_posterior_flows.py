@@ -288,7 +288,7 @@ def test_bad_sizes(name, form, sizes):
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 @pytest.mark.parametrize("dim,m", [(5, 2), (16, 16), (64, 8)])
 def test_orthogonalize_gives_orthonormal_columns(dtype, atol, dim, m):
-    from vaeflows.transforms.sylvester import orthogonalize
+    from vaeflows.transforms.sylvester_flows import orthogonalize
 
     q = orthogonalize(10 * torch.randn(7, dim, m, dtype=dtype))
     eye = torch.eye(m, dtype=dtype).expand(7, m, m)
@@ -301,7 +301,7 @@ def test_orthogonalize_checking_less_often_gives_the_same_result_and_gradient(ch
     met the tolerance) returns bitwise what stopping at that iterate returns, with the same
     gradient, and asks the host only every ``check_every`` iterations."""
     from tests.host_reads import HostReads
-    from vaeflows.transforms.sylvester import orthogonalize
+    from vaeflows.transforms.sylvester_flows import orthogonalize
 
     torch.manual_seed(0)
     raw = torch.randn(5, 16, 6, requires_grad=True)
@@ -321,7 +321,7 @@ def test_orthogonalize_checking_less_often_gives_the_same_result_and_gradient(ch
 
 
 def test_orthogonalize_warns_when_it_does_not_converge():
-    from vaeflows.transforms.sylvester import orthogonalize
+    from vaeflows.transforms.sylvester_flows import orthogonalize
 
     with pytest.warns(UserWarning, match="did not reach"):
         orthogonalize(torch.randn(3, 8, 4), max_iter=1)
@@ -334,7 +334,7 @@ def test_orthogonalize_accepts_a_last_iterate_that_converged(check_every):
     import warnings
 
     from tests.host_reads import HostReads
-    from vaeflows.transforms.sylvester import orthogonalize
+    from vaeflows.transforms.sylvester_flows import orthogonalize
 
     raw = torch.randn(4, 10, 3, generator=torch.Generator().manual_seed(1))
     reads = HostReads()

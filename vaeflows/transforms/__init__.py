@@ -36,10 +36,10 @@ from .base import (
 from .ffjord import AmortizedFFJORD, GlobalFFJORD
 from .householder import householder_family
 from .iaf import AmortizedIAF, GlobalIAF
-from .planar import planar, planar_family
+from .planar_flows import planar, planar_family
 from .radial import radial_family
 from .residual import AmortizedResidual, GlobalResidual
-from .sylvester import (
+from .sylvester_flows import (
     orthogonalize,
     sylvester,
     sylvester_householder_family,
