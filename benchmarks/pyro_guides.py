@@ -436,7 +436,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated: {', '.join(MODELS)}")
-    parser.add_argument("--guides", help="comma-separated guide names (default: all; AutoIAFNormal is always run)")
+    parser.add_argument(
+        "--guides", nargs="+", metavar="NAME", help="guide names, each quoted (default: all; AutoIAFNormal always runs)"
+    )
+    parser.add_argument("--exclude", nargs="+", metavar="NAME", default=[], help="guide names not to run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
     parser.add_argument("--steps", type=int, default=1000, help="training steps of every guide")
     parser.add_argument("--num-flows", type=int, default=2, help="depth K of every flow guide")
@@ -467,15 +470,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         notes.append(ZUKO_MISSING)
         print(f"note: {ZUKO_MISSING}")
     specs = guide_specs(with_zuko)
+    known = {spec.name: spec for spec in guide_specs(True)}
+    for name in args.exclude:
+        if name not in known or name == REFERENCE:
+            parser.error(f"--exclude: not a guide one can leave out: {name!r}; known: {', '.join(known)}")
+    specs = [spec for spec in specs if spec.name not in args.exclude]
     if args.guides:
-        known = {spec.name: spec for spec in guide_specs(True)}
-        wanted = [g.strip() for g in args.guides.split(",") if g.strip()]
+        wanted = args.guides
         for name in wanted:
             if name not in known:
                 parser.error(f"--guides: unknown guide {name!r}; known: {', '.join(known)}")
             if known[name].source == "zuko" and not with_zuko:
                 parser.error(f"--guides: {name!r} needs zuko: pip install -e '.[bench]'")
-        specs = [spec for spec in guide_specs(with_zuko) if spec.name in wanted or spec.name == REFERENCE]
+        specs = [spec for spec in specs if spec.name in wanted or spec.name == REFERENCE]
     torch.set_num_threads(args.threads)
     code = package_version()
     print(machine())

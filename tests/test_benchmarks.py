@@ -159,6 +159,18 @@ def test_pyro_guides_quick_writes_every_guide_with_finite_numbers(tmp_path):
         assert math.isfinite(elbo) and ratio > 0, (name, cells)
 
 
+def test_pyro_guides_selects_and_excludes_guides_by_whole_name(tmp_path):
+    """Guide names hold commas ("AutoFlow iaf, full base"): --guides and --exclude take whole names."""
+    out = tmp_path / "pyro_guides.md"
+    pyro_guides = _load("pyro_guides")
+    argv = ["--quick", "--models", "banana", "--out", str(out), "--guides", "AutoFlow iaf, full base", "AutoFlow iaf"]
+    assert pyro_guides.main([*argv, "--exclude", "AutoFlow iaf"]) == 0
+    assert list(_table_rows(out.read_text(), "banana")) == ["AutoIAFNormal", "AutoFlow iaf, full base"]
+    for bad in (["--exclude", "AutoIAFNormal"], ["--exclude", "AutoFlow iaff"]):
+        with pytest.raises(SystemExit):
+            pyro_guides.main(["--quick", "--out", str(out), *bad])
+
+
 def test_pyro_guides_without_zuko_skips_its_rows_and_says_how_to_install_it(tmp_path, monkeypatch):
     out = tmp_path / "pyro_guides.md"
     pyro_guides = _load("pyro_guides")
