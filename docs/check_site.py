@@ -170,7 +170,7 @@ def _browser():
 
 
 _IMAGES = "Array.from(document.querySelectorAll('.cell_output img, .output img'))"
-_IMAGES_DONE = f"const i = {_IMAGES}; return i.length > 0 && i.every(x => x.complete);"
+_IMAGES_DONE = f"return {_IMAGES}.every(x => x.complete);"
 _IMAGES_STATE = f"return {_IMAGES}.map(x => [x.getAttribute('src'), x.complete, x.naturalWidth]);"
 
 

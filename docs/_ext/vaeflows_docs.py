@@ -19,7 +19,7 @@ from docutils import nodes
 from docutils.parsers.rst import Directive
 from vaeflows_api import copy_benchmark_reports, write_api_pages
 
-HELP_WIDTH = "100"
+HELP_WIDTH = "80"  # the width of the theme's code blocks
 
 
 def _defining_comment(module_name: str, obj: object) -> List[str]:
