@@ -34,7 +34,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Union, cast
 
 import pyro.distributions as dist
 import torch
@@ -114,12 +114,15 @@ class _VectorAffine(AffineTransform):
     90 us a call in torch 2.14; a ``TransformedDistribution`` built at every step calls them three
     times per affine layer, a tenth of a small model's step)."""
 
-    def __init__(self, loc: torch.Tensor, scale: Union[torch.Tensor, float]) -> None:
-        super().__init__(loc, scale, event_dim=1, cache_size=1)
+    def __init__(
+        self, loc: torch.Tensor, scale: Union[torch.Tensor, float], event_dim: int = 1, cache_size: int = 1
+    ) -> None:
+        super().__init__(loc, scale, event_dim=event_dim, cache_size=cache_size)
+        vectors = event_dim == 1 and loc.dim() == 1 and (not isinstance(scale, torch.Tensor) or scale.dim() <= 1)
+        self._size = loc.shape[-1] if vectors else None  # the D of the shapes mapped to themselves
 
     def forward_shape(self, shape: Sequence[int]) -> torch.Size:
-        vectors = self.loc.dim() == 1 and (not isinstance(self.scale, torch.Tensor) or self.scale.dim() <= 1)
-        if vectors and len(shape) and shape[-1] == self.loc.shape[-1]:
+        if self._size is not None and len(shape) and shape[-1] == self._size:
             return torch.Size(shape)
         return super().forward_shape(shape)
 
@@ -161,6 +164,11 @@ class AutoFlow(AutoContinuous):
     """
 
     scale_constraint = constraints.softplus_positive
+    # PyroModule reads a PyroParam attribute back as its constrained tensor
+    loc: torch.Tensor
+    scale: torch.Tensor
+    scale_tril: torch.Tensor
+    factor: torch.Tensor
 
     def __init__(
         self,
@@ -197,9 +205,11 @@ class AutoFlow(AutoContinuous):
         super()._setup_prototype(*args, **kwargs)
         dim = self.latent_dim
         self.loc = nn.Parameter(self._init_loc())
-        self.scale = PyroParam(self.loc.new_full((dim,), self._init_scale), self.scale_constraint)
+        scale = self.loc.new_full((dim,), self._init_scale)
+        self.scale = PyroParam(scale, self.scale_constraint)  # type: ignore[assignment]  # read back as a tensor
         if self._base == "full":
-            self.scale_tril = PyroParam(eye_like(self.loc, dim), constraints.unit_lower_cholesky)
+            tril = PyroParam(eye_like(self.loc, dim), constraints.unit_lower_cholesky)
+            self.scale_tril = tril  # type: ignore[assignment]  # read back as a tensor
         elif self._base == "lowrank":
             self.rank = self.rank or max(1, int(round(dim**0.5)))
             # diag(U U^T) starts at a quarter of init_scale: the base starts near AutoDiagonalNormal
@@ -235,7 +245,7 @@ class AutoFlow(AutoContinuous):
         loc = self.loc
         if self._flow_name is None:
             return [self._affine(loc)]
-        return [self._affine(torch.zeros_like(loc)), self.flow, _VectorAffine(loc, 1.0)]
+        return [self._affine(torch.zeros_like(loc)), cast(Transform, self.flow), _VectorAffine(loc, 1.0)]
 
     def get_transform(self, *args, **kwargs) -> Transform:
         """The map ``z_0 -> x``: ``A``, the flow, ``+ loc`` (what ``NeuTraReparam`` uses)."""
@@ -285,6 +295,7 @@ class AutoFlow(AutoContinuous):
             raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}")
         latent = self.get_posterior(*args, **kwargs).sample((num_samples,))
         result, start = {}, 0
+        assert self.prototype_trace is not None  # set up by get_posterior's first call
         # each site's slice, with the draws on the left of its own shape (plates included)
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             shape = self._unconstrained_shapes[name]
