@@ -27,13 +27,13 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
-    "sphinx-mathjax-offline",  # MathJax 3 copied into _static: no CDN, the site works offline
     "myst_nb",
-    "vaeflows_docs",  # API pages from each module's __all__; the CLI's --help
+    "vaeflows_docs",  # API pages from __all__; the CLI's --help; MathJax in _static (offline)
 ]
 
-# Sources: the guide pages here, the notebooks and benchmark reports through the committed
-# symlinks notebooks -> ../notebooks and benchmarks -> ../benchmarks (one copy of each file).
+# Sources: the guide pages here; the notebooks through the committed symlink notebooks ->
+# ../notebooks; the benchmark reports copied into benchmarks/ and the API pages written into api/
+# at every build (both git-ignored; docs/_ext/vaeflows_api.py says why a copy).
 exclude_patterns = ["_build", "README.md", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 

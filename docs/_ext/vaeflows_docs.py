@@ -3,6 +3,9 @@
 * At ``config-inited``: the API pages and the benchmark reports (:mod:`vaeflows_api`).
 * Data registries re-exported by a package (``vaeflows.density.DENSITY_FLOWS``) get the ``#:``
   comment written where they are defined, not the docstring of ``dict``.
+* MathJax 3 served from the site itself (``_static/mathjax``), from the files of the PyPI package
+  ``sphinx-mathjax-offline``: that package's own extension does the same but does not declare
+  itself safe for parallel reading, which would make ``-j`` builds serial (and warn).
 * The ``vaeflows-cli-help`` directive prints ``vaeflows SUBCOMMAND --help`` as the parser itself
   formats it (``vaeflows.cli.build_parser``), so the docs never hold a stale copy of the flags.
 """
@@ -11,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import pkgutil
+from pathlib import Path
 from typing import List
 
 from docutils import nodes
@@ -84,7 +89,23 @@ class CliHelp(Directive):
         return [block]
 
 
+def _mathjax_files() -> Path:
+    spec = importlib.util.find_spec("sphinx-mathjax-offline")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("MathJax for the docs comes from sphinx-mathjax-offline: pip install -e '.[docs]'")
+    return Path(spec.origin).parent / "static" / "mathjax"
+
+
+def _copy_mathjax(app, exception):
+    from sphinx.util.fileutil import copy_asset
+
+    if exception is None and app.builder.format == "html":
+        copy_asset(str(_mathjax_files()), str(Path(app.outdir) / "_static" / "mathjax"))
+
+
 def _on_config_inited(app, config):
+    _mathjax_files()  # fail early, not after the notebooks ran
+    config.mathjax_path = "mathjax/tex-chtml.js"
     write_api_pages(app.srcdir)
     copy_benchmark_reports(app.srcdir)
 
@@ -92,5 +113,6 @@ def _on_config_inited(app, config):
 def setup(app):
     app.connect("config-inited", _on_config_inited)
     app.connect("autodoc-process-docstring", _data_docstring)
+    app.connect("build-finished", _copy_mathjax)
     app.add_directive("vaeflows-cli-help", CliHelp)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
