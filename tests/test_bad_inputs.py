@@ -400,6 +400,26 @@ API_CASES = {
         ValueError,
         ["sigmoid_bias", "finite"],
     ),
+    "spline-count-bins-one": (
+        lambda t: posterior_flow("spline-coupling", 4, 2, 8, count_bins=1),
+        ValueError,
+        ["count_bins", ">= 2", "1"],
+    ),
+    "spline-bound-zero": (
+        lambda t: posterior_flow("spline-autoregressive", 4, 2, bound=0.0),
+        ValueError,
+        ["bound", "> 0"],
+    ),
+    "spline-hidden-negative": (
+        lambda t: posterior_flow("spline-coupling", 4, 2, hidden_dims=(8, -1)),
+        ValueError,
+        ["hidden_dims", "-1"],
+    ),
+    "spline-autoregressive-hidden-narrower-than-z": (
+        lambda t: posterior_flow("spline-autoregressive", 4, 2, 8, hidden_dims=(3,)),
+        ValueError,
+        ["hidden_dims", "latent_dim=4"],
+    ),
     "context-dim-bool": (
         lambda t: posterior_flow("planar", 4, 2, context_dim=True),
         ValueError,

@@ -47,6 +47,15 @@ def _options(rng: random.Random, name: str, latent_dim, amortized: bool):
         floor = latent_dim if isinstance(latent_dim, int) and latent_dim >= 1 else 1
         width, wrong = _size(rng, [floor, floor + 3, 2 * floor + 8])
         options["hidden_dims"], bad = (width, width), bad + ["hidden_dims"] * wrong
+    if name in ("spline-autoregressive", "spline-coupling"):
+        floor = latent_dim if isinstance(latent_dim, int) and latent_dim >= 1 else 1
+        width, wrong = _size(rng, [floor, floor + 3] if name == "spline-autoregressive" else [2, 8])
+        options["hidden_dims"], bad = (width,), bad + ["hidden_dims"] * wrong
+        options["count_bins"], wrong = _size(rng, [2, 5, 8])
+        bad += ["count_bins"] * wrong
+        options["bound"] = rng.choice([1.0, 3.0])
+        if rng.random() < 0.1:
+            options["bound"], bad = rng.choice([0.0, -1.0, math.nan]), bad + ["bound"]
     if name == "residual":
         width, wrong = _size(rng, [4, 8])
         options.update(hidden_dims=(width,), ladj=rng.choice(["exact", "hutchinson", "roulette"]))

@@ -36,6 +36,8 @@ EXACT_OPTIONS = {
     "iaf": {"hidden_dims": (12, 12)},
     "residual": {"hidden_dims": (12,), "ladj": "exact", "spectral": "exact"},
     "ffjord": {"hidden_dims": (8,), "trace": "exact", "rtol": 1e-8, "atol": 1e-8, "time_length": 0.25},
+    "spline-autoregressive": {"hidden_dims": (12, 12), "count_bins": 4},
+    "spline-coupling": {"hidden_dims": (12,), "count_bins": 4},
 }
 #: Options of the checks that need no exact log-det (gradients, dtypes, finiteness, training in a
 #: guide): the residual and FFJORD flows' default estimators (Russian roulette, Hutchinson), and
@@ -44,6 +46,8 @@ FAST_OPTIONS = {
     "iaf": EXACT_OPTIONS["iaf"],
     "residual": {"hidden_dims": (12,)},
     "ffjord": {"hidden_dims": (8,), "method": "euler", "solver_options": {"step_size": 0.25}},
+    "spline-autoregressive": EXACT_OPTIONS["spline-autoregressive"],
+    "spline-coupling": EXACT_OPTIONS["spline-coupling"],
 }
 #: Log-det and inverse tolerances by ``log_det_kind``: closed forms and full Jacobians to 1e-8;
 #: FFJORD's ODE solution map (dopri5 at rtol = atol = 1e-8) to 1e-6.

@@ -39,6 +39,13 @@ from .iaf import AmortizedIAF, GlobalIAF
 from .planar_flows import planar, planar_family
 from .radial import radial_family
 from .residual import AmortizedResidual, GlobalResidual
+from .spline import (
+    AmortizedSplineAutoregressive,
+    AmortizedSplineCoupling,
+    GlobalSplineAutoregressive,
+    GlobalSplineCoupling,
+    rational_quadratic_spline,
+)
 from .sylvester_flows import (
     orthogonalize,
     sylvester,
@@ -60,6 +67,10 @@ __all__ = [
     "GlobalResidual",
     "AmortizedFFJORD",
     "GlobalFFJORD",
+    "AmortizedSplineAutoregressive",
+    "GlobalSplineAutoregressive",
+    "AmortizedSplineCoupling",
+    "GlobalSplineCoupling",
     "FlowFamily",
     "FlowStack",
     "Hypernet",
@@ -68,6 +79,7 @@ __all__ = [
     "planar",
     "sylvester",
     "orthogonalize",
+    "rational_quadratic_spline",
 ]
 
 PosteriorFlow = Union[AmortizedFlow, GlobalFlow]
@@ -138,6 +150,16 @@ POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
     "ffjord": _forms_factory(
         AmortizedFFJORD, GlobalFFJORD, "Continuous normalizing flow steps (needs torchdiffeq); see :mod:`.ffjord`."
     ),
+    "spline-autoregressive": _forms_factory(
+        AmortizedSplineAutoregressive,
+        GlobalSplineAutoregressive,
+        "Inverse-autoregressive rational-quadratic spline steps (MADE conditioners); see :mod:`.spline`.",
+    ),
+    "spline-coupling": _forms_factory(
+        AmortizedSplineCoupling,
+        GlobalSplineCoupling,
+        "Rational-quadratic spline coupling steps, analytic inverse; see :mod:`.spline`.",
+    ),
 }
 
 
@@ -175,7 +197,11 @@ def posterior_flow(
             (``"exact"``, ``"hutchinson"``, ``"roulette"``), ``eval_ladj``, ``n_terms``, ... (see
             :class:`AmortizedResidual`); for ``ffjord``: ``hidden_dims``, ``trace`` (``"exact"``,
             ``"hutchinson"``), ``eval_trace``, ``rtol``, ``atol``, ``method``, ``adjoint``,
-            ``time_length`` (see :class:`AmortizedFFJORD`). ``flow.log_det_kind`` says whether the
+            ``time_length`` (see :class:`AmortizedFFJORD`); for ``spline-autoregressive``:
+            ``hidden_dims`` (MADE widths, each ``>= D``, default ``(320, 320)``), ``count_bins``
+            (default 8), ``bound`` (tail bound ``B``, default 3), ``reverse_order``; for
+            ``spline-coupling``: ``hidden_dims`` (conditioner MLP widths, default ``(320, 320)``),
+            ``count_bins``, ``bound`` (see :class:`AmortizedSplineCoupling`). ``flow.log_det_kind`` says whether the
             log-det is exact, exact up to an ODE tolerance, or estimated.
 
     Returns:
@@ -183,7 +209,8 @@ def posterior_flow(
         else a :class:`GlobalFlow` (``TransformModule``).
 
     Raises:
-        ValueError: for an unknown name, ``latent_dim < 1`` or ``num_flows < 1``.
+        ValueError: for an unknown name, ``latent_dim < 1`` or ``num_flows < 1``, or a bad option
+            (e.g. ``count_bins < 2``, ``bound <= 0``, non-positive ``hidden_dims``, or MADE widths below ``D``).
     """
     try:
         factory = POSTERIOR_FLOWS[name]
