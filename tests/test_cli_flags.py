@@ -100,6 +100,8 @@ TRAIN_ROWS = {
     "device": (["--device", "cpu"], lambda c: c["device"] == "cpu"),
     "no-progress": (["--no-progress"], lambda c: c["progress"] is False),
     "allow-changes": (["--allow-changes"], lambda c: c["allow_changes"] is True),
+    "log": (["--log", "csv", "tensorboard"], lambda c: list(c["logs"]) == ["csv", "tensorboard"]),
+    "log-default": ([], lambda c: list(c.get("logs", [])) == []),
     "out": ([], lambda c: c["run_dir"].name == "run"),
 }
 
@@ -134,6 +136,7 @@ DENSITY_ROWS = {
     "device": (["--device", "cpu"], lambda c, m: c["device"] == "cpu"),
     "no-progress": (["--no-progress"], lambda c, m: c["progress"] is False),
     "allow-changes": (["--allow-changes"], lambda c, m: c["allow_changes"] is True),
+    "log": (["--log", "tensorboard"], lambda c, m: list(c["logs"]) == ["tensorboard"]),
     "out": ([], lambda c, m: c["run_dir"].name == "run"),
 }
 
@@ -168,6 +171,7 @@ ENERGY_ROWS = {
     "seed": (["--seed", "4"], lambda c: c["config"].seed == 4),
     "no-progress": (["--no-progress"], lambda c: c["progress"] is False),
     "allow-changes": (["--allow-changes"], lambda c: c["allow_changes"] is True),
+    "log": (["--log", "csv"], lambda c: list(c["logs"]) == ["csv"]),
     "out": ([], lambda c: c["run_dir"].name == "run"),
 }
 

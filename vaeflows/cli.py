@@ -21,6 +21,7 @@ from typing import Callable, List, NoReturn, Optional
 
 from vaeflows.checks import check_int, check_real, check_writable_dir
 from vaeflows.data import DATASETS
+from vaeflows.infer.run_log import LOG_FORMATS
 from vaeflows.infer.training import TrainConfig
 from vaeflows.nn import ARCHITECTURES
 from vaeflows.transforms import POSTERIOR_FLOWS
@@ -43,6 +44,10 @@ ALLOW_CHANGES_HELP = (
     "resume even though training settings (--lr, --optimizer, --batch-size, ...) differ from the "
     "run's: the new ones apply from the next epoch (a new --optimizer starts with fresh state), "
     "recorded under 'changes' in config.json and metrics.json"
+)
+LOG_HELP = (
+    "also log the epochs, final figures and report PNGs as TensorBoard events (RUN_DIR/tensorboard; "
+    "needs pip install 'vaeflows[logs]') and/or RUN_DIR/metrics.csv; metrics.json stays the record"
 )
 
 
@@ -126,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=_path, help=RESUME_HELP)
     train.add_argument("--allow-changes", action="store_true", help=ALLOW_CHANGES_HELP)
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--log", nargs="+", choices=LOG_FORMATS, default=[], help=LOG_HELP)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -190,6 +196,7 @@ def _add_density_commands(commands) -> None:
         action.add_argument("--out", required=True, type=_path, help=RESUME_HELP)
         action.add_argument("--allow-changes", action="store_true", help=ALLOW_CHANGES_HELP)
         action.add_argument("--no-progress", action="store_true", help="no progress bars")
+        action.add_argument("--log", nargs="+", choices=LOG_FORMATS, default=[], help=LOG_HELP)
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 
@@ -216,6 +223,7 @@ def _density(args: argparse.Namespace) -> None:
             args.steps_per_epoch,
             progress=not args.no_progress,
             allow_changes=args.allow_changes,
+            logs=args.log,
         )
         return
     options = {"num_steps": args.num_steps, "hidden": args.hidden}
@@ -238,6 +246,7 @@ def _density(args: argparse.Namespace) -> None:
         args.device,
         progress=not args.no_progress,
         allow_changes=args.allow_changes,
+        logs=args.log,
     )
 
 
@@ -291,6 +300,7 @@ def _train(args: argparse.Namespace) -> None:
         nll_samples=args.nll_samples,
         progress=not args.no_progress,
         allow_changes=args.allow_changes,
+        logs=args.log,
     )
 
 

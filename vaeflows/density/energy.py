@@ -24,14 +24,16 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from vaeflows.checks import check_int
+from vaeflows.infer.run_log import RunLog
 from vaeflows.infer.training import TrainConfig, fit, kl_beta, load_checkpoint, run_lock, write_json
 from vaeflows.transforms import POSTERIOR_FLOWS, posterior_flow
 
@@ -94,6 +96,7 @@ def fit_energy(
     progress: bool = True,
     log: Callable[[str], None] = print,
     allow_changes: bool = False,
+    logs: Sequence[str] = (),
 ) -> dict:
     """Fit ``q`` to ``exp(-U)`` by reverse KL into ``run_dir`` (resumable); write ``metrics.json``
     and ``energy_fit.png`` (target beside ``q``).
@@ -108,6 +111,8 @@ def fit_energy(
         steps_per_epoch: optimizer steps per epoch.
         allow_changes: resume even though ``config``'s settings differ from the run's (see
             :func:`vaeflows.infer.training.fit`).
+        logs: experiment logs written beside ``metrics.json``: ``"tensorboard"`` and/or ``"csv"``
+            (:class:`vaeflows.infer.run_log.RunLog`).
 
     Returns:
         The metrics: ``free_energy`` (``KL - log Z``, nats), ``log_z_box`` and
@@ -117,6 +122,7 @@ def fit_energy(
         raise ValueError(f"unknown energy {energy!r}; known: {', '.join(ENERGIES)}")
     target = ENERGIES[energy]
     check_int("steps_per_epoch (--steps-per-epoch)", steps_per_epoch)
+    run_log = RunLog(Path(run_dir), logs)  # an unknown format or a missing package stops it here
     torch.manual_seed(config.seed)
     model = EnergyFit(flow, num_flows)
     signature = {"energy": energy, "flow": flow, "num_flows": num_flows, "steps_per_epoch": steps_per_epoch}
@@ -127,7 +133,7 @@ def fit_energy(
             return float(model.free_energy(target, samples).detach())
 
     placeholder = torch.zeros(steps_per_epoch * config.batch_size, 0)
-    with run_lock(run_dir):
+    with run_lock(run_dir), contextlib.closing(run_log):
         fit(
             model,
             lambda batch, epoch: model.free_energy(target, len(batch), max(kl_beta(epoch, config.warmup), 0.01)),
@@ -139,6 +145,7 @@ def fit_energy(
             progress=progress,
             log=log,
             allow_changes=allow_changes,
+            run_log=run_log,
         )
         model.load_state_dict(load_checkpoint(Path(run_dir) / "best.pt")["module"])
         log_z = log_partition_on_box(target)
@@ -154,5 +161,6 @@ def fit_energy(
         ]
         if save_panels(panels, Path(run_dir) / "energy_fit.png", PLOT_BOUND):
             log(f"wrote {Path(run_dir) / 'energy_fit.png'}")
+        run_log.finish({"free_energy": free, "kl_box": free + log_z})
         log(f"{energy} {flow} K={num_flows}: KL - log Z = {free:.4f} nats, KL (box) = {free + log_z:.4f}")
     return metrics

@@ -20,15 +20,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vaeflows.infer.experiment import read_run_config, resolve_device
+from vaeflows.infer.run_log import RunLog
 from vaeflows.infer.training import (
     TrainConfig,
     check_resumable,
@@ -125,6 +127,7 @@ def train_density(
     progress: bool = True,
     log: Callable[[str], None] = print,
     allow_changes: bool = False,
+    logs: Sequence[str] = (),
 ) -> dict:
     """Fit ``flow`` to ``dataset`` by maximum likelihood into ``run_dir`` (resumed if it holds the
     same run), then evaluate the best model on the test set.
@@ -144,6 +147,8 @@ def train_density(
         log: called with progress lines.
         allow_changes: resume even though ``config``'s settings differ from the run's (see
             :func:`vaeflows.infer.training.fit`); recorded in ``config.json`` and ``metrics.json``.
+        logs: experiment logs written beside ``metrics.json``: ``"tensorboard"`` and/or ``"csv"``
+            (:class:`vaeflows.infer.run_log.RunLog`).
 
     Returns:
         The metrics written to ``run_dir/metrics.json``.
@@ -155,6 +160,7 @@ def train_density(
     """
     if dequantization not in DEQUANTIZERS:
         raise ValueError(f"unknown dequantization {dequantization!r}; known: {', '.join(DEQUANTIZERS)}")
+    run_log = RunLog(Path(run_dir), logs)  # an unknown format or a missing package stops it here
     data = load_density_data(dataset, data_dir, num_train, config.seed)
     if conditional and data.labels is None:
         raise ValueError(f"{dataset} has no class labels: a class-conditional flow needs them (mnist)")
@@ -171,7 +177,7 @@ def train_density(
     model = _build(signature, data).to(torch_device)
     run_dir = Path(run_dir)
     config = TrainConfig(**{**vars(config), "warmup": 0})  # no KL term: as fit records it
-    with run_lock(run_dir):
+    with run_lock(run_dir), contextlib.closing(run_log):
         checkpoint = check_resumable(run_dir, signature, config, allow_changes)  # before config.json
         write_json(
             {
@@ -199,8 +205,11 @@ def train_density(
             progress=progress,
             log=log,
             allow_changes=allow_changes,
+            run_log=run_log,
         )
-        return evaluate_density(run_dir, data, device, log)
+        metrics = evaluate_density(run_dir, data, device, log)
+        run_log.finish({key: value for key, value in metrics.items() if key.startswith("test_")})
+        return metrics
 
 
 _SIGNATURE = ("dataset", "flow", "options", "num_train", "dequantization", "conditional")

@@ -7,6 +7,7 @@ from .evaluation import (
     reparameterized_elbo,
 )
 from .experiment import OBJECTIVES, evaluate_run, load_run, resolve_device, train_vae, vae_loss
+from .run_log import LOG_FORMATS, RunLog
 from .training import CheckpointMismatch, TrainConfig, TrainingDiverged, fit, kl_beta
 
 __all__ = [
@@ -25,4 +26,6 @@ __all__ = [
     "CheckpointMismatch",
     "fit",
     "kl_beta",
+    "RunLog",
+    "LOG_FORMATS",
 ]

@@ -24,7 +24,7 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import pyro
 import torch
@@ -39,6 +39,7 @@ from vaeflows.infer.evaluation import (
     log_importance_weights,
     reparameterized_elbo,
 )
+from vaeflows.infer.run_log import RunLog
 from vaeflows.infer.training import (
     TrainConfig,
     check_resumable,
@@ -143,6 +144,7 @@ def train_vae(
     progress: bool = True,
     log: Callable[[str], None] = print,
     allow_changes: bool = False,
+    logs: Sequence[str] = (),
 ) -> dict:
     """Train a VAE on ``dataset`` into ``run_dir`` (resuming it if it holds a run), then evaluate.
 
@@ -162,6 +164,8 @@ def train_vae(
         allow_changes: resume even though ``config``'s settings differ from the run's (see
             :func:`vaeflows.infer.training.fit`); the change is recorded in ``config.json`` and
             ``metrics.json`` (``changes``).
+        logs: experiment logs written beside ``metrics.json``: ``"tensorboard"`` and/or ``"csv"``
+            (:class:`vaeflows.infer.run_log.RunLog`).
 
     Returns:
         The metrics written to ``run_dir/metrics.json``.
@@ -173,6 +177,7 @@ def train_vae(
     """
     _check_objective(objective, iwae_samples)
     check_int("nll_samples (--nll-samples)", nll_samples, minimum=0)
+    run_log = RunLog(Path(run_dir), logs)  # an unknown format or a missing package stops it here
     torch_device, joined = distributed.setup(resolve_device(device))
     try:
         return _train_vae(
@@ -188,8 +193,10 @@ def train_vae(
             progress,
             log,
             allow_changes,
+            run_log,
         )
     finally:
+        run_log.close()
         distributed.teardown(joined)
 
 
@@ -206,6 +213,7 @@ def _train_vae(
     progress: bool,
     log: Callable[[str], None],
     allow_changes: bool,
+    run_log: RunLog,
 ) -> dict:
     rank, size = distributed.world()
     main = rank == 0
@@ -248,10 +256,13 @@ def _train_vae(
                 progress=progress,
                 log=log,
                 allow_changes=allow_changes,
+                run_log=run_log,
             )
             if not main:  # evaluation, metrics and pictures are rank 0's
                 return {}
-            return _record_training(run_dir, nll_samples, str(torch_device), progress, log)
+            metrics = _record_training(run_dir, nll_samples, str(torch_device), progress, log)
+            run_log.finish({key: value for key, value in metrics.items() if key.startswith("test_")})
+            return metrics
 
 
 #: Kind of run -> the command that makes it and the keys its ``config.json`` must hold.

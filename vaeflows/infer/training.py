@@ -43,7 +43,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import pyro
@@ -54,6 +54,9 @@ from tqdm.auto import tqdm
 
 from vaeflows.checks import check_int, check_real
 from vaeflows.infer.distributed import LossModule, all_sum, barrier, from_rank0, gather, world
+
+if TYPE_CHECKING:
+    from vaeflows.infer.run_log import RunLog
 
 __all__ = [
     "TrainConfig",
@@ -432,6 +435,7 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] = print,
     allow_changes: bool = False,
+    run_log: Optional[RunLog] = None,
 ) -> List[dict]:
     """Train ``module`` by minimizing ``loss`` over minibatches of ``train_data``; resumable.
 
@@ -450,6 +454,8 @@ def fit(
             may differ anyway): the new ones apply from the next epoch, a new optimizer with fresh
             state, and the change is recorded in ``last.pt``'s history (:func:`run_changes`).
             Without it such a resume raises :class:`CheckpointMismatch`.
+        run_log: copies every checkpointed epoch into TensorBoard/CSV
+            (:class:`vaeflows.infer.run_log.RunLog`; written by rank 0 only). The caller finishes it.
 
     Returns:
         The per-epoch history: dicts with ``epoch``, ``train_loss``, ``valid``, ``beta``,
@@ -490,6 +496,9 @@ def fit(
                 log(f"applying changed settings from epoch {state.epoch + 1}: {_listed(changed)}")
         else:
             pyro.set_rng_seed(config.seed + 7919 * rank)  # other noise on every process
+        run_log = run_log if main else None
+        if run_log is not None:
+            run_log.start(state.history)
 
         step_loss = loss
         if size > 1:
@@ -562,6 +571,8 @@ def fit(
                     },
                     last,
                 )
+                if run_log is not None:
+                    run_log.epoch(state.history)
             log(
                 f"epoch {epoch:4d}  train {train_loss:9.3f}  valid {valid:9.3f}  beta {beta:.2f}  "
                 f"{seconds:6.2f}s" + ("  *best*" if improved else "")
