@@ -185,11 +185,12 @@ def guide_specs(with_zuko: bool = True) -> List[GuideSpec]:
         specs.append(GuideSpec(f"AutoFlow {flow}", "vaeflows", _auto_flow(flow, "diagonal")))
     for flow in FULL_BASE_FLOWS:
         specs.append(GuideSpec(f"AutoFlow {flow}, full base", "vaeflows", _auto_flow(flow, "full")))
-    for base in ("diagonal", "full"):
-        label = "" if base == "diagonal" else ", full base"
-        specs.append(
-            GuideSpec(f"AutoFlow iaf{label}, init_scale 1", "vaeflows", _auto_flow("iaf", base, init_scale=1.0))
-        )
+    for update in ("gated", "affine"):
+        for base in ("diagonal", "full"):
+            name = "iaf" if update == "gated" else "iaf affine"
+            label = "" if base == "diagonal" else ", full base"
+            build = _auto_flow("iaf", base, init_scale=1.0, **({"update": update} if update == "affine" else {}))
+            specs.append(GuideSpec(f"AutoFlow {name}{label}, init_scale 1", "vaeflows", build))
     return specs
 
 
@@ -379,8 +380,9 @@ def write_results(
         "3D+1) and NSF (defaults), inverted, wrapped by `ZukoToPyro` in an `AutoContinuous` guide; "
         "`AutoFlow(model, flow, num_flows=K)` for every registry flow with its default options on the "
         f"diagonal base (init_to_median, init_scale 0.1; iaf hidden 3D+1), and on the full base for "
-        f"{', '.join(FULL_BASE_FLOWS)}; and iaf on both bases with `init_scale=1` (the base as wide as "
-        "`AutoIAFNormal`'s N(0, I) at the start).",
+        f"{', '.join(FULL_BASE_FLOWS)}; and iaf, with its gated and with its affine update "
+        "(`update='affine'`, the form of zuko's MAF and `AutoIAFNormal`), on both bases with `init_scale=1` "
+        "(the base as wide as `AutoIAFNormal`'s N(0, I) at the start).",
         *[f"- **Note**: {note}" for note in notes],
         "",
         "## What this says",

@@ -17,7 +17,9 @@ from pyro.optim import Adam
 
 from vaeflows.transforms import POSTERIOR_FLOWS, NoInverseError, posterior_flow
 
-NAMES = list(POSTERIOR_FLOWS)
+#: Variants of a registry flow that run through the same generic tests: name -> (flow, options).
+VARIANTS = {"iaf-affine": ("iaf", {"update": "affine"})}
+NAMES = list(POSTERIOR_FLOWS) + list(VARIANTS)
 CONTEXT_DIM = 6
 NUM_FLOWS = 3
 #: Leading dims of the latent: none (a global latent, rsample() without a sample shape), a batch,
@@ -56,13 +58,20 @@ INVERSE_ATOL = {"exact": 1e-9, "ode": 1e-6}
 
 
 def small_options(name, fast=False):
-    return (FAST_OPTIONS if fast else EXACT_OPTIONS).get(name, {})
+    """The small options of a registry flow, or of a variant (with the variant's own)."""
+    flow, options = VARIANTS.get(name, (name, {}))
+    return {**(FAST_OPTIONS if fast else EXACT_OPTIONS).get(flow, {}), **options}
+
+
+def small_flow(name, *sizes, fast=False, **kwargs):
+    """``posterior_flow`` of a registry name or a variant, with its small options."""
+    return posterior_flow(VARIANTS.get(name, (name,))[0], *sizes, **small_options(name, fast), **kwargs)
 
 
 def make_flow(name, form, latent_dim, seed=0, dtype=torch.float64, perturb=0.5, fast=False):
     torch.manual_seed(seed)
     context_dim = CONTEXT_DIM if form == "amortized" else None
-    flow = posterior_flow(name, latent_dim, NUM_FLOWS, context_dim, **small_options(name, fast))
+    flow = small_flow(name, latent_dim, NUM_FLOWS, context_dim, fast=fast)
     flow = flow.to(dtype)
     with torch.no_grad():
         for p in flow.parameters():
@@ -226,7 +235,7 @@ class FlowGuideModel(torch.nn.Module):
         self.loc = torch.nn.Linear(CONTEXT_DIM, LATENT)
         self.scale = torch.nn.Sequential(torch.nn.Linear(CONTEXT_DIM, LATENT), torch.nn.Softplus())
         context_dim = CONTEXT_DIM if form == "amortized" else None
-        self.flow = posterior_flow(name, LATENT, 2, context_dim, **small_options(name, fast=True))
+        self.flow = small_flow(name, LATENT, 2, context_dim, fast=True)
 
     def model(self, x):
         pyro.module("decoder", self.decoder)
@@ -266,13 +275,13 @@ def test_trains_in_a_pyro_guide(name, form, particles):
 def test_unknown_name_lists_known_names():
     with pytest.raises(ValueError) as info:
         posterior_flow("planr", 4, 2)
-    for name in NAMES:
+    for name in POSTERIOR_FLOWS:
         assert name in str(info.value)
 
 
 @cases
 def test_context_size_mismatch_names_both_sizes(name):
-    flow = posterior_flow(name, 4, 2, context_dim=6, **small_options(name))
+    flow = small_flow(name, 4, 2, context_dim=6)
     with pytest.raises(ValueError, match=r"size 5.*context_dim=6"):
         flow.condition(torch.randn(3, 5))
 
@@ -283,7 +292,7 @@ def test_context_size_mismatch_names_both_sizes(name):
 def test_bad_sizes(name, form, sizes):
     context_dim = CONTEXT_DIM if form == "amortized" else None
     with pytest.raises(ValueError, match="must be an integer >= 1"):
-        posterior_flow(name, *sizes, context_dim=context_dim)
+        small_flow(name, *sizes, context_dim=context_dim)
 
 
 # --- the pieces of the Sylvester flows ----------------------------------------------------------
@@ -395,3 +404,19 @@ def test_a_scored_sample_frees_its_transform_without_the_garbage_collector(name)
         assert freed() is None
     finally:
         gc.enable()
+
+
+def test_iaf_affine_update_is_the_soft_clamped_affine_map():
+    """``z' = exp(a) z + m`` with ``a = s / (1 + |s| / 7)``: the MADE's outputs as they are used."""
+    torch.manual_seed(0)
+    flow = posterior_flow("iaf", 3, 1, hidden_dims=(8,), update="affine").double()
+    (step,) = flow.steps()
+    z = 30 * torch.randn(4, 3, dtype=torch.float64)  # large enough to reach the clamp's bend
+    mean, s = step.made(z)
+    a = s / (1 + s.abs() / 7)
+    torch.testing.assert_close(step(z), a.exp() * z + mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(step.log_abs_det_jacobian(z, step(z)), a.sum(-1), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="sigmoid_bias applies to update='gated' only"):
+        posterior_flow("iaf", 3, 1, update="affine", sigmoid_bias=2.0)
+    with pytest.raises(ValueError, match="unknown update 'afine'; known: gated, affine"):
+        posterior_flow("iaf", 3, 1, update="afine")

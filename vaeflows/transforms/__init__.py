@@ -113,12 +113,13 @@ def _iaf_factory(
     context_dim: Optional[int] = None,
     hidden_dims: Sequence[int] = (320, 320),
     reverse_order: bool = True,
-    sigmoid_bias: float = 1.0,
+    sigmoid_bias: Optional[float] = None,
+    update: str = "gated",
 ) -> PosteriorFlow:
-    """IAF steps, each with its own MADE of width ``hidden_dims``; see :mod:`.iaf`."""
+    """IAF steps, each with its own MADE of width ``hidden_dims``, gated or affine; see :mod:`.iaf`."""
     if context_dim is None:
-        return GlobalIAF(latent_dim, num_flows, hidden_dims, reverse_order, sigmoid_bias)
-    return AmortizedIAF(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias)
+        return GlobalIAF(latent_dim, num_flows, hidden_dims, reverse_order, sigmoid_bias, update)
+    return AmortizedIAF(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias, update)
 
 
 def _forms_factory(amortized: type, global_: type, doc: str) -> Callable[..., PosteriorFlow]:
@@ -193,16 +194,17 @@ def posterior_flow(
         **options: ``hypernet_dims`` (hidden widths of the amortizing hypernetwork, default one
             linear map); ``num_ortho_vecs`` (O-SNF's ``M``); ``num_householder`` (H-SNF's ``H``,
             reflections per Householder-flow step); for ``iaf``: ``hidden_dims``, ``reverse_order``,
-            ``sigmoid_bias``; for ``residual``: ``hidden_dims``, ``coeff``, ``ladj``
-            (``"exact"``, ``"hutchinson"``, ``"roulette"``), ``eval_ladj``, ``n_terms``, ... (see
-            :class:`AmortizedResidual`); for ``ffjord``: ``hidden_dims``, ``trace`` (``"exact"``,
-            ``"hutchinson"``), ``eval_trace``, ``rtol``, ``atol``, ``method``, ``adjoint``,
-            ``time_length`` (see :class:`AmortizedFFJORD`); for ``spline-autoregressive``:
-            ``hidden_dims`` (MADE widths, each ``>= D``, default ``(320, 320)``), ``count_bins``
-            (default 8), ``bound`` (tail bound ``B``, default 3), ``reverse_order``; for
-            ``spline-coupling``: ``hidden_dims`` (conditioner MLP widths, default ``(320, 320)``),
-            ``count_bins``, ``bound`` (see :class:`AmortizedSplineCoupling`). ``flow.log_det_kind`` says whether the
-            log-det is exact, exact up to an ODE tolerance, or estimated.
+            ``update`` (``"gated"``, the default, or ``"affine"``), ``sigmoid_bias``; for
+            ``residual``: ``hidden_dims``, ``coeff``, ``ladj`` (``"exact"``, ``"hutchinson"``,
+            ``"roulette"``), ``eval_ladj``, ``n_terms``, ... (see :class:`AmortizedResidual`); for
+            ``ffjord``: ``hidden_dims``, ``trace`` (``"exact"``, ``"hutchinson"``), ``eval_trace``,
+            ``rtol``, ``atol``, ``method``, ``adjoint``, ``time_length`` (see
+            :class:`AmortizedFFJORD`); for ``spline-autoregressive``: ``hidden_dims`` (MADE widths,
+            each ``>= D``, default ``(320, 320)``), ``count_bins`` (default 8), ``bound`` (tail
+            bound ``B``, default 3), ``reverse_order``; for ``spline-coupling``: ``hidden_dims``
+            (conditioner MLP widths, default ``(320, 320)``), ``count_bins``, ``bound`` (see
+            :class:`AmortizedSplineCoupling`). ``flow.log_det_kind`` says whether the log-det is
+            exact, exact up to an ODE tolerance, or estimated.
 
     Returns:
         An :class:`AmortizedFlow` (``ConditionalTransformModule``) when ``context_dim`` is given,

@@ -1,8 +1,17 @@
-"""Inverse autoregressive flows (Kingma et al. 2016) with the numerically stable gated update.
+"""Inverse autoregressive flows (Kingma et al. 2016): the gated update, or the affine one.
 
-One step: ``(m, s) = MADE(z[, h])``, ``gate = sigmoid(s + sigmoid_bias)``,
-``z' = gate * z + (1 - gate) * m``, ``log|det| = sum_i log gate_i`` (``sigmoid_bias = 1`` as in
-van den Berg et al. 2018's code, the "forget bias"). The MADEs are Pyro's
+One step: ``(m, s) = MADE(z[, h])``, then one of two updates (``update=``):
+
+- ``"gated"`` (the default; Kingma et al.'s numerically stable form): ``gate = sigmoid(s +
+  sigmoid_bias)``, ``z' = gate * z + (1 - gate) * m``, ``log|det| = sum_i log gate_i``
+  (``sigmoid_bias = 1`` as in van den Berg et al. 2018's code, the "forget bias"). Each step
+  contracts (``gate < 1``) and its shift is tied to ``1 - gate``.
+- ``"affine"`` (the form of MAF, Papamakarios et al. 2017, Pyro's ``AffineAutoregressive`` and
+  zuko's ``MAF``): ``a = s / (1 + |s| / A)``, ``z' = exp(a) * z + m``, ``log|det| = sum_i a_i``,
+  with the soft clamp ``|a| < A = 7`` of zuko's ``MonotonicAffineTransform`` (a minimum slope
+  ``exp(-7) ~ 1e-3``); a step may expand as well as contract, with a free shift.
+
+The MADEs are Pyro's
 (:class:`~pyro.nn.AutoRegressiveNN`, ELU activations; the conditional one takes the encoder's
 features as an extra input of its first layer). The step is :class:`IAFStep`, the same maths as
 Pyro's ``AffineAutoregressive(stable=True)``, whose inverse builds its buffer in the default
@@ -18,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Callable, List, Sequence, Tuple, cast
+from typing import Callable, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,16 +39,24 @@ from vaeflows.checks import check_dims, check_real
 
 from .base import AmortizedFlow, CachedLadjTransform, GlobalFlow
 
-__all__ = ["IAFStep", "AmortizedIAF", "GlobalIAF"]
+__all__ = ["IAF_UPDATES", "IAFStep", "AmortizedIAF", "GlobalIAF"]
+
+#: The IAF step's update rules (``update=``).
+IAF_UPDATES = ("gated", "affine")
+
+#: ``A``, the bound of the affine update's soft-clamped log-scale (zuko's ``-log(1e-3)``, rounded).
+MAX_LOG_SCALE = 7.0
 
 
 class IAFStep(CachedLadjTransform):
-    """One gated IAF step ``z' = gate * z + (1 - gate) * m``, ``gate = sigmoid(s + sigmoid_bias)``.
+    """One IAF step: gated ``z' = gate * z + (1 - gate) * m``, ``gate = sigmoid(s + sigmoid_bias)``,
+    or affine ``z' = exp(a) * z + m``, ``a = s / (1 + |s| / 7)`` (see :mod:`.iaf`).
 
     Args:
         made: ``made(z) -> (m, s)``, autoregressive in the order ``permutation``.
         permutation: the MADE's variable order (the inverse fills ``z`` in this order).
-        sigmoid_bias: the gate's bias.
+        sigmoid_bias: the gate's bias (gated update only).
+        update: ``"gated"`` or ``"affine"``.
     """
 
     def __init__(
@@ -47,28 +64,47 @@ class IAFStep(CachedLadjTransform):
         made: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]],
         permutation: torch.Tensor,
         sigmoid_bias: float,
+        update: str = "gated",
     ) -> None:
         super().__init__()
         self.made = made
         self.permutation = permutation
         self.sigmoid_bias = sigmoid_bias
+        self.affine = update == "affine"
+
+    def _scale(self, s: torch.Tensor, m: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log multiplier, multiplier, shift)`` of ``z' = multiplier * z + shift``."""
+        if self.affine:
+            log_scale = s / (1 + s.abs() / MAX_LOG_SCALE)
+            return log_scale, log_scale.exp(), m
+        logit = s + self.sigmoid_bias
+        gate = torch.sigmoid(logit)
+        return F.logsigmoid(logit), gate, (1 - gate) * m
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
-        mean, logit = self.made(z)
-        logit = logit + self.sigmoid_bias
-        gate = torch.sigmoid(logit)
-        self._cached_ladj = F.logsigmoid(logit).sum(-1)
-        return gate * z + (1 - gate) * mean
+        mean, s = self.made(z)
+        log_scale, scale, shift = self._scale(s, mean)
+        self._cached_ladj = log_scale.sum(-1)
+        return scale * z + shift
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        # z_i = (y_i - (1 - gate_i) m_i) / gate_i, where m_i, gate_i depend on z_<i (MADE order)
+        # z_i = (y_i - shift_i) / multiplier_i, where both depend on z_<i (the MADE's order)
         columns = [y.new_zeros(y.shape[:-1])] * y.shape[-1]
         for i in self.permutation.tolist():
-            mean, logit = self.made(torch.stack(columns, dim=-1))
-            gate = torch.sigmoid(logit[..., i] + self.sigmoid_bias)
-            columns[i] = (y[..., i] - (1 - gate) * mean[..., i]) / gate
+            mean, s = self.made(torch.stack(columns, dim=-1))
+            _, scale, shift = self._scale(s[..., i], mean[..., i])
+            columns[i] = (y[..., i] - shift) / scale
         self._cached_ladj = None
         return torch.stack(columns, dim=-1)
+
+
+def _check_update(update: str, sigmoid_bias: Optional[float]) -> float:
+    """The gate's bias for ``update`` (1 unless given); refuses a bias for the affine update."""
+    if update not in IAF_UPDATES:
+        raise ValueError(f"iaf: unknown update {update!r}; known: {', '.join(IAF_UPDATES)}")
+    if update == "affine" and sigmoid_bias is not None:
+        raise ValueError("iaf: sigmoid_bias applies to update='gated' only (the affine update has no gate)")
+    return 1.0 if sigmoid_bias is None else check_real("sigmoid_bias", sigmoid_bias)
 
 
 def _order(latent_dim: int, step: int, reverse_order: bool) -> torch.Tensor:
@@ -119,7 +155,8 @@ class AmortizedIAF(AmortizedFlow):
         context_dim: ``C``.
         hidden_dims: MADE hidden widths, at least one, each ``>= D`` (the paper: 320).
         reverse_order: reverse the autoregressive order every other step.
-        sigmoid_bias: added to ``s`` before the gate's sigmoid.
+        sigmoid_bias: added to ``s`` before the gate's sigmoid (default 1; gated update only).
+        update: ``"gated"`` (Kingma et al.) or ``"affine"`` (MAF's form, soft-clamped scale).
 
     Example:
         >>> flow = AmortizedIAF(latent_dim=4, num_flows=2, context_dim=8, hidden_dims=(16,))
@@ -134,14 +171,19 @@ class AmortizedIAF(AmortizedFlow):
         context_dim: int,
         hidden_dims: Sequence[int] = (320, 320),
         reverse_order: bool = True,
-        sigmoid_bias: float = 1.0,
+        sigmoid_bias: Optional[float] = None,
+        update: str = "gated",
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, context_dim, invertible=True)
-        self.sigmoid_bias = check_real("sigmoid_bias", sigmoid_bias)
+        self.sigmoid_bias = _check_update(update, sigmoid_bias)
+        self.update = update
         self.mades = _mades(latent_dim, num_flows, context_dim, hidden_dims, reverse_order)
 
     def steps(self, context: torch.Tensor) -> List[Transform]:
-        return [IAFStep(partial(made, context=context), _permutation(made), self.sigmoid_bias) for made in self.mades]
+        return [
+            IAFStep(partial(made, context=context), _permutation(made), self.sigmoid_bias, self.update)
+            for made in self.mades
+        ]
 
 
 class GlobalIAF(GlobalFlow):
@@ -152,7 +194,15 @@ class GlobalIAF(GlobalFlow):
         num_flows: number of steps ``K``.
         hidden_dims: MADE hidden widths, at least one, each ``>= D``.
         reverse_order: reverse the autoregressive order every other step.
-        sigmoid_bias: added to ``s`` before the gate's sigmoid.
+        sigmoid_bias: added to ``s`` before the gate's sigmoid (default 1; gated update only).
+        update: ``"gated"`` (Kingma et al.) or ``"affine"`` (MAF's form, soft-clamped scale).
+
+    Example:
+        >>> flow = GlobalIAF(latent_dim=3, num_flows=2, hidden_dims=(8,), update="affine")
+        >>> z0 = torch.randn(5, 3)
+        >>> z = flow(z0)  # a Pyro TransformModule: TransformedDistribution(base, [flow])
+        >>> torch.allclose(flow.inv(z), z0, atol=1e-5), flow.log_abs_det_jacobian(z0, z).shape
+        (True, torch.Size([5]))
     """
 
     def __init__(
@@ -161,11 +211,13 @@ class GlobalIAF(GlobalFlow):
         num_flows: int,
         hidden_dims: Sequence[int] = (320, 320),
         reverse_order: bool = True,
-        sigmoid_bias: float = 1.0,
+        sigmoid_bias: Optional[float] = None,
+        update: str = "gated",
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, invertible=True)
-        self.sigmoid_bias = check_real("sigmoid_bias", sigmoid_bias)
+        self.sigmoid_bias = _check_update(update, sigmoid_bias)
+        self.update = update
         self.mades = _mades(latent_dim, num_flows, 0, hidden_dims, reverse_order)
 
     def steps(self) -> List[Transform]:
-        return [IAFStep(made, _permutation(made), self.sigmoid_bias) for made in self.mades]
+        return [IAFStep(made, _permutation(made), self.sigmoid_bias, self.update) for made in self.mades]
