@@ -252,7 +252,14 @@ class AutoFlow(AutoContinuous):
         return ComposeTransform(list(self._transforms()), cache_size=1)
 
     def get_posterior(self, *args, **kwargs) -> dist.TorchDistribution:
-        """The posterior of the unconstrained latent vector ``(D,)``."""
+        """The posterior of the unconstrained latent vector ``(D,)``: the push-forward of
+        :meth:`get_base_dist` by :meth:`get_transform`."""
+        if self._flow_name is not None and self._base == "diagonal":
+            # The same distribution with one transform fewer a step: with a diagonal A, A z_0 is
+            # N(0, diag(scale^2)) itself (the same draws, at a fixed seed, and the same log q).
+            loc, flow = self.loc, cast(Transform, self.flow)
+            base = dist.Normal(torch.zeros_like(loc), self.scale).to_event(1)
+            return dist.TransformedDistribution(base, [flow, _VectorAffine(loc, 1.0)])
         return dist.TransformedDistribution(self.get_base_dist(), list(self._transforms()))
 
     def _loc_scale(self, *args, **kwargs):
