@@ -105,11 +105,15 @@ TRAIN_ROWS = {
     "prior": (["--prior", "vamp"], lambda c: vae_of(c).latent_prior.num_components == 500),
     "num-pseudo-inputs": (
         ["--prior", "vamp", "--num-pseudo-inputs", "7"],
-        lambda c: vae_of(c).latent_prior.weight.shape == (7, 64) and vae_of(c).prior(torch.zeros(1)).loc.shape == (7, 64),
+        lambda c: (
+            vae_of(c).latent_prior.weight.shape == (7, 64) and vae_of(c).prior(torch.zeros(1)).loc.shape == (7, 64)
+        ),
     ),
     "prior-flow": (
         ["--prior", "flow", "--prior-flow", "realnvp"],
-        lambda c: vae_of(c).latent_prior.density.name == "realnvp" and vae_of(c).latent_prior.density.event_shape == (64,),
+        lambda c: (
+            vae_of(c).latent_prior.density.name == "realnvp" and vae_of(c).latent_prior.density.event_shape == (64,)
+        ),
     ),
     "prior-flow-default": (["--prior", "flow"], lambda c: vae_of(c).latent_prior.density.name == "maf"),
     "prior-steps": (

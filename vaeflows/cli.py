@@ -254,7 +254,9 @@ PRIOR_OPTIONS = {
 def _add_prior_flags(train: argparse.ArgumentParser) -> None:
     from vaeflows.density import DENSITY_FLOWS
 
-    train.add_argument("--prior", default="standard", choices=["standard", "vamp", "flow"], help="p(z) (default N(0, I))")
+    train.add_argument(
+        "--prior", default="standard", choices=["standard", "vamp", "flow"], help="p(z) (default N(0, I))"
+    )
     train.add_argument("--num-pseudo-inputs", type=POSITIVE_INT, help="VampPrior components K (default 500)")
     train.add_argument("--prior-flow", choices=list(DENSITY_FLOWS), help="density flow of --prior flow (default maf)")
     train.add_argument("--prior-steps", type=POSITIVE_INT, help="steps of the --prior flow's density flow")

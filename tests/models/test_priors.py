@@ -57,7 +57,12 @@ def hand_log_prior(vae, z):
     density = vae.latent_prior.density
     flat = z.reshape(-1, D)
     eps = density.flow.inverse_and_ladj(flat)[0]
-    jac = torch.stack([torch.autograd.functional.jacobian(lambda v: density.flow.inverse_and_ladj(v[None])[0][0], row) for row in flat])
+    jac = torch.stack(
+        [
+            torch.autograd.functional.jacobian(lambda v: density.flow.inverse_and_ladj(v[None])[0][0], row)
+            for row in flat
+        ]
+    )
     log_p = Normal(0.0, 1.0).log_prob(eps).sum(-1) + torch.linalg.slogdet(jac).logabsdet
     return log_p.reshape(z.shape[:-1])
 
@@ -131,7 +136,9 @@ def test_importance_weights_elbo_and_nll_match_the_formula(prior):
 @pytest.mark.parametrize("prior", ["vamp", "flow"])
 def test_pyro_elbo_trains_the_prior(prior):
     vae = tiny_vae(prior)
-    loss = pyro.infer.Trace_ELBO(num_particles=2, vectorize_particles=True).differentiable_loss(vae.model, vae.guide, data())
+    loss = pyro.infer.Trace_ELBO(num_particles=2, vectorize_particles=True).differentiable_loss(
+        vae.model, vae.guide, data()
+    )
     loss.backward()
     for name, p in vae.latent_prior.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -30,7 +30,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from torch import nn
 from torch.distributions import constraints
 
 from vaeflows.checks import check_int, check_real
+
+if TYPE_CHECKING:
+    from vaeflows.density import FlowDensity
 
 __all__ = [
     "PRIORS",
@@ -155,13 +158,17 @@ class VampPrior(nn.Module):
         self.num_components = check_int("num_components", num_components)
         check_real("init_mean", init_mean)
         check_real("init_std", init_std, above=0.0)
-        self.weight = nn.Parameter(torch.empty(num_components, math.prod(self.image_shape)).normal_(init_mean, init_std))
+        self.weight = nn.Parameter(
+            torch.empty(num_components, math.prod(self.image_shape)).normal_(init_mean, init_std)
+        )
 
     def pseudo_inputs(self) -> torch.Tensor:
         """``u = hardtanh(w, 0, 1)``: images of shape ``(K, C, H, W)`` in ``[0, 1]``."""
         return F.hardtanh(self.weight, 0.0, 1.0).reshape(self.num_components, *self.image_shape)
 
-    def distribution(self, encode: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]) -> VampPriorDistribution:
+    def distribution(
+        self, encode: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+    ) -> VampPriorDistribution:
         """``p(z) = (1/K) sum_k N(loc(u_k), diag(scale(u_k)^2))`` with ``encode(u) -> (loc, scale)``."""
         loc, scale = encode(self.pseudo_inputs())
         return VampPriorDistribution(loc, scale)
@@ -183,8 +190,10 @@ class FlowPriorDistribution(TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, density: nn.Module, batch_shape: Sequence[int] = (), validate_args: Optional[bool] = None):
-        event_shape = tuple(density.event_shape)  # type: ignore[arg-type]
+    def __init__(
+        self, density: "FlowDensity", batch_shape: Sequence[int] = (), validate_args: Optional[bool] = None
+    ) -> None:
+        event_shape = tuple(density.event_shape)
         if len(event_shape) != 1:
             raise ValueError(f"a flow prior needs a density flow on vectors (D,), got event shape {event_shape}")
         self.density = density
@@ -204,9 +213,9 @@ class FlowPriorDistribution(TorchDistribution):
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
-        reference = self.density._reference  # type: ignore[union-attr]  # FlowDensity's dtype/device buffer
+        reference = self.density._reference  # FlowDensity's dtype/device buffer
         noise = torch.randn(math.prod(shape[:-1]), shape[-1], dtype=reference.dtype, device=reference.device)
-        return self.density.flow.forward_and_ladj(noise)[0].reshape(shape)  # type: ignore[operator]
+        return self.density.flow.forward_and_ladj(noise)[0].reshape(shape)
 
 
 class FlowPrior(nn.Module):

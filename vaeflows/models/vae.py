@@ -102,7 +102,9 @@ class VAE(nn.Module):
         if prior is not None and not isinstance(prior, (VampPrior, FlowPrior)):
             raise ValueError(f"prior must be a VampPrior, a FlowPrior or None, got {type(prior).__name__}")
         if isinstance(prior, FlowPrior) and prior.density.event_shape != (latent_dim,):
-            raise ValueError(f"the flow prior's event shape {prior.density.event_shape} is not (latent_dim,) = ({latent_dim},)")
+            raise ValueError(
+                f"the flow prior's event shape {prior.density.event_shape} is not (latent_dim,) = ({latent_dim},)"
+            )
         self.latent_prior = prior
         self.register_params = True
 
