@@ -245,3 +245,10 @@ def test_a_learned_prior_trains_resumes_and_evaluates(tmp_path):
     saved = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     torch.testing.assert_close(vae.latent_prior.weight, saved["module"]["latent_prior.weight"])
     assert (vae.latent_prior.weight - 0.05).abs().max() > 0.02  # trained, not the initialization
+
+
+def test_a_prior_option_of_another_prior_is_a_one_line_error(tmp_path):
+    code, _, err = run([*TRAIN, "--prior", "flow", "--num-pseudo-inputs", "5", "--out", tmp_path / "run"])
+    assert_one_line_error(code, err, "--num-pseudo-inputs applies to --prior vamp only")
+    code, _, err = run([*TRAIN, "--prior-flow", "nice", "--out", tmp_path / "run"])
+    assert_one_line_error(code, err, "--prior-flow applies to --prior flow only")
