@@ -51,8 +51,9 @@ FLOWS = (
     "sylvester-householder",
     "sylvester-triangular",
 )
-#: Flows beyond the paper's table, run when named in ``--flows`` (residual flows, FFJORD).
-EXTRA_FLOWS = ("residual", "ffjord")
+#: Flows beyond the paper's table, run when named in ``--flows`` (residual flows, FFJORD, the
+#: convex-combination linear IAF).
+EXTRA_FLOWS = ("residual", "ffjord", "cc-liaf")
 LABELS = {
     "none": "VAE (diagonal Gaussian)",
     "planar": "planar",
@@ -62,6 +63,7 @@ LABELS = {
     "sylvester-triangular": "T-SNF",
     "residual": "residual flow",
     "ffjord": "FFJORD",
+    "cc-liaf": "ccLinIAF (Tomczak & Welling 2017)",
 }
 #: Test -ELBO (nats) of van den Berg et al. 2018, Table 1 (mean +- std of 3 runs), statically
 #: binarized MNIST. H-SNF and T-SNF are in the paper too, but their MNIST figures could not be
@@ -75,6 +77,7 @@ PAPER_ELBO = {
     "sylvester-triangular": "—",
     "residual": "—",
     "ffjord": "82.82 ± 0.01",
+    "cc-liaf": "—",
 }
 FFJORD_ELBO = "82.82 ± 0.01"
 #: The flow settings vaeflows uses by default (and this benchmark does not change).
@@ -88,6 +91,8 @@ FLOW_SETTINGS = {
     "context as a first-layer bias, Russian-roulette log-det (2 exact terms + Geometric(0.5)), also at test time",
     "ffjord": "f = 2 hidden layers of 64 tanh units taking [z, t, h] at every layer, T = 0.5, dopri5 "
     "rtol = atol = 1e-5, Hutchinson trace (Gaussian), also at test time",
+    "cc-liaf": "J = 5 unit lower-triangular matrices per step shared by all points, their softmax weights "
+    "from the encoder's features by one linear map (volume preserving)",
 }
 
 

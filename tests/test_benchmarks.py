@@ -182,3 +182,23 @@ def test_pyro_guides_without_zuko_skips_its_rows_and_says_how_to_install_it(tmp_
     assert list(_table_rows(text, "banana")) == ["AutoDiagonalNormal", "AutoIAFNormal"]
     with pytest.raises(SystemExit):
         pyro_guides.main(["--quick", "--guides", "zuko MAF (ZukoToPyro)", "--out", str(out)])
+
+
+def test_priors_benchmark_trains_every_prior_at_one_budget(tmp_path, monkeypatch):
+    """benchmarks/priors.py at a tiny budget on the bundled digits: a row per learned prior (the run
+    directories' PNGs, most of the time at this size, are not drawn)."""
+    import vaeflows.infer.experiment as experiment
+
+    monkeypatch.setattr(experiment, "_draw", lambda *args, **kwargs: None)
+    out = tmp_path / "priors.md"
+    priors = _load("priors")
+    argv = [
+        *("--dataset", "digits", "--priors", "vamp,flow", "--epochs", "1", "--warmup", "1", "--latent-dim", "3"),
+        *("--num-pseudo-inputs", "4", "--prior-flow", "realnvp", "--prior-steps", "1", "--nll-samples", "2"),
+        *("--out-dir", str(tmp_path / "runs"), "--results", str(out)),
+    ]
+    assert priors.main(argv) == 0
+    rows = [
+        line.split(" | ")[0] for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    assert rows == ["| prior", "| vamp", "| flow"]

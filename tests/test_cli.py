@@ -221,3 +221,34 @@ def test_a_spline_flow_trains_from_the_command_line(tmp_path):
     code, stdout, err = run([*argv, "--out", tmp_path / "run"])
     assert code == 0, err
     assert "Traceback" not in err and "test NLL" in stdout and (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_learned_prior_trains_resumes_and_evaluates(tmp_path):
+    """``--prior vamp``: config.json records it, a rerun resumes it, ``evaluate`` rebuilds the
+    prior from the run and loads its pseudo-inputs (not a fresh N(0.05, 0.01^2) draw)."""
+    from vaeflows.infer.experiment import load_run
+
+    out = tmp_path / "run"
+    argv = [*TRAIN, "--prior", "vamp", "--num-pseudo-inputs", "6", "--nll-samples", "0", "--out", out]
+    argv[argv.index("--epochs") + 1] = "1"
+    code, stdout, err = run(argv)
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["prior"] == "vamp" and config["model"]["prior_options"] == {"num_components": 6}
+    argv[argv.index("--epochs") + 1] = "2"
+    code, stdout, err = run(argv)  # resumes the run (same model), one more epoch
+    assert code == 0, err
+    assert "resumed" in stdout and "after epoch 1" in stdout and "epoch    2" in stdout
+    code, stdout, err = run(["evaluate", out, "--samples", "5", "--no-progress"])
+    assert code == 0 and "Traceback" not in err, err
+    vae, _, _ = load_run(out, "cpu")
+    saved = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    torch.testing.assert_close(vae.latent_prior.weight, saved["module"]["latent_prior.weight"])
+    assert (vae.latent_prior.weight - 0.05).abs().max() > 0.02  # trained, not the initialization
+
+
+def test_a_prior_option_of_another_prior_is_a_one_line_error(tmp_path):
+    code, _, err = run([*TRAIN, "--prior", "flow", "--num-pseudo-inputs", "5", "--out", tmp_path / "run"])
+    assert_one_line_error(code, err, "--num-pseudo-inputs applies to --prior vamp only")
+    code, _, err = run([*TRAIN, "--prior-flow", "nice", "--out", tmp_path / "run"])
+    assert_one_line_error(code, err, "--prior-flow applies to --prior flow only")

@@ -103,6 +103,29 @@ TRAIN_ROWS = {
     "log": (["--log", "csv", "tensorboard"], lambda c: list(c["logs"]) == ["csv", "tensorboard"]),
     "log-default": ([], lambda c: list(c.get("logs", [])) == []),
     "out": ([], lambda c: c["run_dir"].name == "run"),
+    "prior-standard": ([], lambda c: "prior" not in c["model"] and vae_of(c).latent_prior is None),
+    "prior": (["--prior", "vamp"], lambda c: vae_of(c).latent_prior.num_components == 500),
+    "num-pseudo-inputs": (
+        ["--prior", "vamp", "--num-pseudo-inputs", "7"],
+        lambda c: (
+            vae_of(c).latent_prior.weight.shape == (7, 64) and vae_of(c).prior(torch.zeros(1)).loc.shape == (7, 64)
+        ),
+    ),
+    "prior-flow": (
+        ["--prior", "flow", "--prior-flow", "realnvp"],
+        lambda c: (
+            vae_of(c).latent_prior.density.name == "realnvp" and vae_of(c).latent_prior.density.event_shape == (64,)
+        ),
+    ),
+    "prior-flow-default": (["--prior", "flow"], lambda c: vae_of(c).latent_prior.density.name == "maf"),
+    "prior-steps": (
+        ["--prior", "flow", "--prior-flow", "nice", "--prior-steps", "3"],
+        lambda c: sum(type(m) is Coupling for m in vae_of(c).latent_prior.modules()) == 3,
+    ),
+    "prior-hidden": (
+        ["--prior", "flow", "--prior-flow", "nice", "--prior-steps", "1", "--prior-hidden", "9"],
+        lambda c: 9 in linear_widths(vae_of(c).latent_prior),
+    ),
 }
 
 

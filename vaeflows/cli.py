@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-ortho-vecs", type=POSITIVE_INT, help="O-SNF's M (sylvester-orthogonal)")
     train.add_argument("--num-householder", type=POSITIVE_INT, help="reflections per step (H-SNF, householder)")
     train.add_argument("--iaf-hidden", type=_dims, help="MADE hidden sizes of IAF, e.g. 320,320")
+    _add_prior_flags(train)
     train.add_argument("--epochs", type=POSITIVE_INT, default=2000)
     train.add_argument("--warmup", type=COUNT, default=100, help="KL warm-up epochs (0: none)")
     train.add_argument("--patience", type=COUNT, default=100, help="early-stopping patience (0: none)")
@@ -250,6 +251,44 @@ def _density(args: argparse.Namespace) -> None:
     )
 
 
+#: CLI flag -> (the prior option it sets, the prior it applies to).
+PRIOR_OPTIONS = {
+    "num_pseudo_inputs": ("num_components", "vamp"),
+    "prior_flow": ("flow", "flow"),
+    "prior_steps": ("num_steps", "flow"),
+    "prior_hidden": ("hidden", "flow"),
+}
+
+
+def _add_prior_flags(train: argparse.ArgumentParser) -> None:
+    from vaeflows.density import DENSITY_FLOWS
+
+    train.add_argument(
+        "--prior", default="standard", choices=["standard", "vamp", "flow"], help="p(z) (default N(0, I))"
+    )
+    train.add_argument("--num-pseudo-inputs", type=POSITIVE_INT, help="VampPrior components K (default 500)")
+    train.add_argument("--prior-flow", choices=list(DENSITY_FLOWS), help="density flow of --prior flow (default maf)")
+    train.add_argument("--prior-steps", type=POSITIVE_INT, help="steps of the --prior flow's density flow")
+    train.add_argument("--prior-hidden", type=POSITIVE_INT, help="hidden width of the --prior flow's density flow")
+
+
+def _prior_options(args: argparse.Namespace, model: dict) -> None:
+    """Adds ``prior`` and ``prior_options`` to ``model`` (nothing for the standard prior, so that
+    the runs of earlier versions resume); refuses a prior flag of another prior."""
+    options = {}
+    for flag, (keyword, prior) in PRIOR_OPTIONS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if args.prior != prior:
+            raise ValueError(f"--{flag.replace('_', '-')} applies to --prior {prior} only")
+        options[keyword] = value
+    if args.prior != "standard":
+        model["prior"] = args.prior
+        if options:
+            model["prior_options"] = options
+
+
 def _model_options(args: argparse.Namespace) -> dict:
     """``build_vae``'s keywords from the flags, each flag to the option it names; refuses flags that
     would build nothing (``--num-flows`` without a flow, a flow option of another flow)."""
@@ -272,6 +311,7 @@ def _model_options(args: argparse.Namespace) -> dict:
         if args.flow not in flows:
             raise ValueError(f"--{flag.replace('_', '-')} applies to --flow {' or '.join(sorted(flows))} only")
         model[keyword] = value
+    _prior_options(args, model)
     return model
 
 

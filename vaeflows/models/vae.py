@@ -23,7 +23,7 @@ References:
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence, Tuple, cast
+from typing import Any, Mapping, Optional, Sequence, Tuple, cast
 
 import pyro
 import pyro.distributions as dist
@@ -36,6 +36,8 @@ from vaeflows.distributions import DiagonalNormal, FlowPosterior, StandardNormal
 from vaeflows.nn import build_encoder_decoder, build_likelihood
 from vaeflows.nn.likelihoods import Likelihood
 from vaeflows.transforms import AmortizedFlow, posterior_flow
+
+from .priors import FlowPrior, VampPrior, build_prior
 
 __all__ = ["VAE", "build_vae"]
 
@@ -56,6 +58,9 @@ class VAE(nn.Module):
         latent_dim: size of ``z``.
         flow: an amortized posterior flow with ``context_dim == encoder.feature_dim``, or ``None``
             for a diagonal Gaussian posterior.
+        prior: a learned prior (:class:`~vaeflows.models.VampPrior` or
+            :class:`~vaeflows.models.FlowPrior`, kept as ``latent_prior``), or ``None`` for
+            ``p(z) = N(0, I)``.
 
     Attributes:
         register_params: ``model`` and ``guide`` call ``pyro.module`` so that ``pyro.infer.SVI``
@@ -78,6 +83,7 @@ class VAE(nn.Module):
         likelihood: Likelihood,
         latent_dim: int,
         flow: Optional[AmortizedFlow] = None,
+        prior: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         check_int("latent_dim", latent_dim)
@@ -93,11 +99,28 @@ class VAE(nn.Module):
         self.loc = nn.Linear(feature_dim, latent_dim)
         self.scale = nn.Sequential(nn.Linear(feature_dim, latent_dim), nn.Softplus())
         self.flow = flow
+        if prior is not None and not isinstance(prior, (VampPrior, FlowPrior)):
+            raise ValueError(f"prior must be a VampPrior, a FlowPrior or None, got {type(prior).__name__}")
+        if isinstance(prior, FlowPrior) and prior.density.event_shape != (latent_dim,):
+            raise ValueError(
+                f"the flow prior's event shape {prior.density.event_shape} is not (latent_dim,) = ({latent_dim},)"
+            )
+        self.latent_prior = prior
         self.register_params = True
 
     def prior(self, like: torch.Tensor) -> dist.TorchDistribution:
-        """``p(z) = N(0, I)`` with event shape ``(latent_dim,)``, on ``like``'s device and dtype."""
-        return StandardNormal(self.latent_dim, like)
+        """``p(z)``, event shape ``(latent_dim,)``: ``N(0, I)`` on ``like``'s device and dtype, or the
+        learned prior (the VampPrior through this VAE's encoder and Gaussian heads)."""
+        if self.latent_prior is None:
+            return StandardNormal(self.latent_dim, like)
+        if isinstance(self.latent_prior, VampPrior):
+            return self.latent_prior.distribution(self.gaussian_params)
+        return self.latent_prior.distribution()
+
+    def gaussian_params(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(mu(h), sigma(h))`` of ``q0(z_0 | x)``, ``h = encoder(x)``: each ``x.shape[:-3] + (latent_dim,)``."""
+        h = self.encoder(x)
+        return self.loc(h), self.scale(h)
 
     def check_dtype(self, x: torch.Tensor) -> None:
         """Raise a ValueError unless ``x`` is a tensor of the parameters' floating dtype."""
@@ -165,6 +188,8 @@ def build_vae(
     num_flows: int = 4,
     hidden_dims: Optional[Sequence[int]] = None,
     flow_hidden_dims: Optional[Sequence[int]] = None,
+    prior: str = "standard",
+    prior_options: Optional[Mapping[str, Any]] = None,
     **flow_options,
 ) -> VAE:
     """A :class:`VAE` from names.
@@ -181,6 +206,10 @@ def build_vae(
         flow_hidden_dims: the hidden sizes of the flow's own networks, passed to
             :func:`~vaeflows.transforms.posterior_flow` as its ``hidden_dims`` (the MADEs of
             ``iaf``, the nets of ``residual`` and ``ffjord``).
+        prior: ``"standard"`` (``N(0, I)``), ``"vamp"`` or ``"flow"``: a name of
+            :data:`vaeflows.models.PRIORS`.
+        prior_options: the prior's options, passed to :func:`~vaeflows.models.build_prior`
+            (``vamp``: ``num_components``, ...; ``flow``: ``flow``, ``num_steps``, ``hidden``).
         **flow_options: the flow's other options (e.g. ``num_ortho_vecs``), passed to
             :func:`~vaeflows.transforms.posterior_flow`.
 
@@ -200,4 +229,5 @@ def build_vae(
     posterior = None
     if flow not in (None, "none"):
         posterior = posterior_flow(flow, latent_dim, num_flows, cast(int, encoder.feature_dim), **flow_options)
-    return VAE(encoder, decoder, build_likelihood(likelihood), latent_dim, posterior)
+    latent_prior = build_prior(prior, latent_dim, image_shape, **dict(prior_options or {}))
+    return VAE(encoder, decoder, build_likelihood(likelihood), latent_dim, posterior, latent_prior)

@@ -36,6 +36,7 @@ from .base import (
 from .ffjord import AmortizedFFJORD, GlobalFFJORD
 from .householder import householder_family
 from .iaf import AmortizedIAF, GlobalIAF
+from .linear_iaf import AmortizedCCLinearIAF, GlobalCCLinearIAF
 from .planar_flows import planar, planar_family
 from .radial import radial_family
 from .residual import AmortizedResidual, GlobalResidual
@@ -71,6 +72,8 @@ __all__ = [
     "GlobalSplineAutoregressive",
     "AmortizedSplineCoupling",
     "GlobalSplineCoupling",
+    "AmortizedCCLinearIAF",
+    "GlobalCCLinearIAF",
     "FlowFamily",
     "FlowStack",
     "Hypernet",
@@ -161,6 +164,11 @@ POSTERIOR_FLOWS: Dict[str, Callable[..., PosteriorFlow]] = {
         GlobalSplineCoupling,
         "Rational-quadratic spline coupling steps, analytic inverse; see :mod:`.spline`.",
     ),
+    "cc-liaf": _forms_factory(
+        AmortizedCCLinearIAF,
+        GlobalCCLinearIAF,
+        "Convex-combination linear IAF steps ``z' = (sum_j y_j L_j) z``, volume preserving; see :mod:`.linear_iaf`.",
+    ),
 }
 
 
@@ -203,8 +211,10 @@ def posterior_flow(
             each ``>= D``, default ``(320, 320)``), ``count_bins`` (default 8), ``bound`` (tail
             bound ``B``, default 3), ``reverse_order``; for ``spline-coupling``: ``hidden_dims``
             (conditioner MLP widths, default ``(320, 320)``), ``count_bins``, ``bound`` (see
-            :class:`AmortizedSplineCoupling`). ``flow.log_det_kind`` says whether the log-det is
-            exact, exact up to an ODE tolerance, or estimated.
+            :class:`AmortizedSplineCoupling`); for ``cc-liaf``: ``num_matrices`` (``J``, default 5)
+            and, amortized, ``hypernet_dims`` (see :class:`AmortizedCCLinearIAF`).
+            ``flow.log_det_kind`` says whether the log-det is exact, exact up to an ODE
+            tolerance, or estimated.
 
     Returns:
         An :class:`AmortizedFlow` (``ConditionalTransformModule``) when ``context_dim`` is given,
