@@ -202,3 +202,16 @@ def test_priors_benchmark_trains_every_prior_at_one_budget(tmp_path, monkeypatch
         line.split(" | ")[0] for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line
     ]
     assert rows == ["| prior", "| vamp", "| flow"]
+
+
+def test_memory_measures_both_commands_and_the_phases(tmp_path):
+    """memory.py runs both commands on a 100-image cut of the .npz and the instrumented child."""
+    out = tmp_path / "memory.md"
+    memory = _load("memory")
+    argv = ["--data-dir", str(DATA), "--subset", "100", "--rounds", "1", "--phases"]
+    argv += ["--nll-points", "2", "--nll-samples", "20", "--out", str(out)]
+    assert memory.main(argv) == 0
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "MB" not in line]
+    assert any(line.startswith("| hand-written") for line in rows) and any("vaeflows train" in r for r in rows)
+    assert "| load the data set |" in text and "row-blocked" in text

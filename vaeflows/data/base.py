@@ -7,7 +7,7 @@ a batch of images lies in a likelihood's support (the loaders use it, and so can
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple, cast
+from typing import Callable, Dict, List, Optional, Tuple, cast
 
 import torch
 
@@ -70,12 +70,24 @@ def check_images(x: torch.Tensor, likelihood: str, where: str, *, dynamic: bool 
         raise ValueError(f"{where}: unknown likelihood {likelihood!r}; known: {', '.join(sorted(LIKELIHOODS))}")
     if not torch.is_tensor(x):
         raise ValueError(f"{where}: expected a torch.Tensor of images, got {type(x).__name__}")
-    if x.is_floating_point() and not torch.isfinite(x).all():
+    # Checked a block of images at a time: the masks of a whole split are temporaries of several
+    # times its size, which were the peak memory of loading a data set (benchmarks/memory.py). A
+    # failing check is then repeated on the whole tensor for the message.
+    if x.is_floating_point() and not all(torch.isfinite(part).all() for part in _blocks(x)):
         _raise_bad_values(x, ~torch.isfinite(x), "NaN or infinite", "remove or repair them", where)
     kind = "grey" if dynamic and likelihood == "bernoulli" else likelihood
-    bad, problem = (_check_unit_interval if kind == "grey" else LIKELIHOODS[likelihood])(x)
-    if bad.any():
+    check = _check_unit_interval if kind == "grey" else LIKELIHOODS[likelihood]
+    if any(check(part)[0].any() for part in _blocks(x)):
+        bad, problem = check(x)
         _raise_bad_values(x, bad, problem, _HINTS[kind], where)
+
+
+def _blocks(x: torch.Tensor, elements: int = 1 << 20) -> List[torch.Tensor]:
+    """Views of ``x`` along its first dim of about ``elements`` values each (``[x]`` if it is small)."""
+    if x.dim() == 0 or x.numel() <= elements:
+        return [x]
+    rows = max(1, elements // max(1, x[0].numel()))
+    return list(x.split(rows))
 
 
 def _raise_bad_values(x: torch.Tensor, bad: torch.Tensor, problem: str, hint: str, where: str) -> None:

@@ -260,7 +260,9 @@ def _train_vae(
             )
             if not main:  # evaluation, metrics and pictures are rank 0's
                 return {}
-            metrics = _record_training(run_dir, nll_samples, str(torch_device), progress, log)
+            # The data already in memory, not a second copy read from config.json's data set: a
+            # second copy was the command's peak resident memory (benchmarks/memory.py).
+            metrics = _record_training(run_dir, nll_samples, str(torch_device), progress, log, data)
             run_log.finish({key: value for key, value in metrics.items() if key.startswith("test_")})
             return metrics
 
@@ -310,12 +312,16 @@ def read_run_config(run_dir: Path, kind: str) -> dict:
     return config
 
 
-def load_run(run_dir: Path, device: str = "auto") -> Tuple[VAE, dict, VAEData]:
-    """The best model of a run directory, its ``config.json`` and its data."""
+def load_run(run_dir: Path, device: str = "auto", data: Optional[VAEData] = None) -> Tuple[VAE, dict, VAEData]:
+    """The best model of a run directory, its ``config.json`` and its data.
+
+    ``data``: the run's data set if the caller holds it already (it is then not read again).
+    """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir, "vae")
     torch_device = resolve_device(device)
-    data = load_dataset(config["dataset"], config["data_dir"])
+    if data is None:
+        data = load_dataset(config["dataset"], config["data_dir"])
     vae = build_vae(image_shape=data.image_shape, likelihood=data.likelihood, **config["model"])
     load_best(vae, run_dir, map_location=str(torch_device))
     return vae.to(torch_device).eval(), config, data
@@ -370,10 +376,12 @@ def evaluate_run(
     return evaluation
 
 
-def _record_training(run_dir: Path, nll_samples: int, device: str, progress: bool, log: Callable[[str], None]) -> dict:
+def _record_training(
+    run_dir: Path, nll_samples: int, device: str, progress: bool, log: Callable[[str], None], data: VAEData
+) -> dict:
     """Write the training's record and test figures (seed 0) into ``metrics.json``, keeping its
-    ``evaluations``."""
-    vae, config, data = load_run(run_dir, device)
+    ``evaluations``; ``data`` is the run's data set, as training loaded it."""
+    vae, config, data = load_run(run_dir, device, data)
     last, test = _run_state(run_dir, vae, data)
     history = last["state"]["history"]
     metrics = {
