@@ -5,6 +5,8 @@
     vaeflows sample RUN_DIR --num 64
     vaeflows density train --flow realnvp --dataset moons --out RUN_DIR
     vaeflows density energy --energy U1 --flow planar --num-flows 16 --out RUN_DIR
+    vaeflows density compress RUN_DIR --out test.idf      (a --flow idf run; lossless)
+    vaeflows density decompress test.idf --out test-images.idx
 
 Defaults follow van den Berg et al. (2018): gated-conv networks, z = 64, 4 flow steps, batch 100,
 Adamax with learning rate 5e-4, 100 warm-up epochs, early-stopping patience 100, at most 2000
@@ -162,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_density_commands(commands) -> None:
     """``vaeflows density train|energy``: maximum likelihood and reverse-KL fits of flows."""
-    from vaeflows.density import DENSITY_DATASETS, DENSITY_FLOWS, DEQUANTIZERS, ENERGIES
+    from vaeflows.density import DENSITY_DATASETS, DENSITY_FLOWS, DEQUANTIZERS, ENERGIES, INTEGER_FLOWS
 
     density = commands.add_parser("density", help="density estimation and energy fits with flows")
     actions = density.add_subparsers(dest="density_command", required=True)
@@ -170,14 +172,15 @@ def _add_density_commands(commands) -> None:
     train.add_argument(
         "--flow",
         required=True,
-        choices=list(DENSITY_FLOWS) + list(POSTERIOR_FLOWS),
-        help="a density flow; posterior flows are refused with the reason",
+        choices=list(DENSITY_FLOWS) + list(INTEGER_FLOWS) + list(POSTERIOR_FLOWS),
+        help="a density flow (idf: integer discrete flow on 8-bit mnist, for `density compress`); "
+        "posterior flows are refused with the reason",
     )
     train.add_argument("--dataset", required=True, choices=list(DENSITY_DATASETS))
     train.add_argument("--data-dir", help="MNIST's folder (IDX files, or torchvision's root)")
     train.add_argument("--num-steps", type=POSITIVE_INT, default=4, help="flow steps (per level for images)")
     train.add_argument("--hidden", type=POSITIVE_INT, default=64, help="MLP width or conv channels")
-    train.add_argument("--num-levels", type=POSITIVE_INT, help="scales of RealNVP/Glow on images (default 2)")
+    train.add_argument("--num-levels", type=POSITIVE_INT, help="scales of RealNVP/Glow/IDF on images (default 2)")
     train.add_argument("--num-train", type=POSITIVE_INT, help="training points (toy: generated, default 20000)")
     train.add_argument("--dequantization", choices=list(DEQUANTIZERS), help="8-bit data (mnist) only (default uniform)")
     train.add_argument("--conditional", action="store_true", help="class-conditional flow (mnist)")
@@ -199,11 +202,50 @@ def _add_density_commands(commands) -> None:
         action.add_argument("--no-progress", action="store_true", help="no progress bars")
         action.add_argument("--log", nargs="+", choices=LOG_FORMATS, default=[], help=LOG_HELP)
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    compress = actions.add_parser(
+        "compress",
+        help="losslessly compress a split of a --flow idf run's images (needs pip install 'vaeflows[codec]')",
+        description="Encode the images of a split with a trained integer discrete flow and constriction's ANS "
+        "coder; prints the file's bits/dim beside the model's. Decode with `vaeflows density decompress` on the "
+        "same machine (the same torch build: the pmfs are recomputed in float64).",
+    )
+    compress.add_argument("run_dir", type=_path, help="a run of vaeflows density train --flow idf")
+    compress.add_argument("--out", required=True, type=_path, help="the compressed file")
+    compress.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    compress.add_argument("--num", type=POSITIVE_INT, help="the split's first NUM images (default all)")
+    compress.add_argument(
+        "--batch-size", type=POSITIVE_INT, default=100, help="images per coding batch (recorded in the file)"
+    )
+    decompress = actions.add_parser(
+        "decompress",
+        help="decode a file of `vaeflows density compress` to an IDX file of the images, bit-exactly",
+    )
+    decompress.add_argument("file", type=_path, help="a file of vaeflows density compress")
+    decompress.add_argument(
+        "--out",
+        required=True,
+        type=_path,
+        help="IDX file of the images (MNIST's format: a whole test set decodes to a byte copy of "
+        "t10k-images-idx3-ubyte)",
+    )
+    decompress.add_argument("--run", type=_path, help="the run it was compressed with (default: the one in FILE)")
+
+
+def _codec(args: argparse.Namespace) -> None:
+    from vaeflows.density.codec import compress_run, decompress_file
+
+    if args.density_command == "compress":
+        compress_run(args.run_dir, args.out, args.split, args.num, args.batch_size)
+    else:
+        decompress_file(args.file, args.out, args.run)
 
 
 def _density(args: argparse.Namespace) -> None:
-    from vaeflows.density import TOY_DATASETS, fit_energy, train_density
+    from vaeflows.density import INTEGER_FLOWS, TOY_DATASETS, fit_energy, train_density
 
+    if args.density_command in ("compress", "decompress"):
+        _codec(args)
+        return
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -229,9 +271,11 @@ def _density(args: argparse.Namespace) -> None:
         return
     options = {"num_steps": args.num_steps, "hidden": args.hidden}
     if args.num_levels is not None:
-        if args.flow not in ("realnvp", "glow"):
-            raise ValueError("--num-levels applies to --flow realnvp or glow only (multi-scale on images)")
+        if args.flow not in ("realnvp", "glow", *INTEGER_FLOWS):
+            raise ValueError("--num-levels applies to --flow realnvp, glow or idf only (multi-scale on images)")
         options["num_levels"] = args.num_levels
+    if args.dequantization is not None and args.flow in INTEGER_FLOWS:
+        raise ValueError(f"--dequantization does not apply to --flow {args.flow}: it models the 8-bit values exactly")
     if args.dequantization is not None and args.dataset in TOY_DATASETS:
         raise ValueError(f"--dequantization applies to 8-bit data (mnist) only; {args.dataset} is continuous")
     train_density(
@@ -367,7 +411,11 @@ def _sample(args: argparse.Namespace) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path that cannot be written, before anything is read or written."""
-    if args.command in ("train", "density"):
+    if args.command == "density" and args.density_command in ("compress", "decompress"):
+        if args.out.is_dir():
+            raise IsADirectoryError(f"--out {args.out} is a folder: pass a file path")
+        check_writable_dir(args.out.parent, "--out's folder")
+    elif args.command in ("train", "density"):
         check_writable_dir(args.out, "--out")
     elif args.command == "sample":
         target = args.out or args.run_dir / "samples.png"

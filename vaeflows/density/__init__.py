@@ -1,5 +1,5 @@
 """Density estimation with normalizing flows: NICE, RealNVP, MAF, Glow, residual flows and FFJORD,
-dequantization, energies.
+dequantization, energies; integer discrete flows for lossless compression of 8-bit images.
 
 Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``)
 and scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``.
@@ -25,6 +25,17 @@ from .dequantization import (
 from .energy import EnergyFit, fit_energy, log_partition_on_box
 from .flows import DENSITY_FLOWS, FlowDensity, density_flow, ffjord, glow, maf, nice, realnvp, residual
 from .freeform import CNFBlock, ResidualBlock
+from .integer import (
+    INTEGER_FLOWS,
+    ChannelPermutation,
+    IntegerCoupling,
+    IntegerDiscreteFlow,
+    LogisticMixturePrior,
+    discretized_logistic_mixture_log_pmf,
+    discretized_logistic_mixture_pmf_table,
+    idf,
+    round_ste,
+)
 from .layers import (
     ActNorm,
     Bijection,
@@ -79,6 +90,15 @@ __all__ = [
     "EnergyFit",
     "fit_energy",
     "log_partition_on_box",
+    "INTEGER_FLOWS",
+    "IntegerDiscreteFlow",
+    "IntegerCoupling",
+    "ChannelPermutation",
+    "LogisticMixturePrior",
+    "idf",
+    "round_ste",
+    "discretized_logistic_mixture_log_pmf",
+    "discretized_logistic_mixture_pmf_table",
     "DensityModel",
     "train_density",
     "evaluate_density",

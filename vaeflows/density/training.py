@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ from vaeflows.report import save_images
 from .data import DensityData, load_density_data
 from .dequantization import DEQUANTIZERS, bits_per_dim, dequantized_log_likelihood
 from .flows import FlowDensity, density_flow
+from .integer import INTEGER_FLOWS, IntegerDiscreteFlow
 from .plots import density_on_grid, save_panels
 
 __all__ = ["DensityModel", "train_density", "evaluate_density", "load_density_run", "mean_nll"]
@@ -56,15 +57,19 @@ class DensityModel(nn.Module):
 
     ``log_likelihood(batch)`` unpacks a training row (data, then the label column when
     conditional) and returns ``log p(x)`` (continuous data) or the dequantization bound of
-    ``log P(x)`` (8-bit data), in nats, shape ``(B,)``.
+    ``log P(x)`` (8-bit data), in nats, shape ``(B,)``; an integer flow
+    (:data:`~.integer.INTEGER_FLOWS`) scores 8-bit data exactly, without a dequantizer.
 
     Args:
         flow: the density.
-        dequantizer: a module of :data:`DEQUANTIZERS`, or ``None`` for continuous data.
+        dequantizer: a module of :data:`DEQUANTIZERS`, or ``None`` for continuous data and
+            integer flows.
         num_classes: for a class-conditional flow (context = one-hot label), else 0.
     """
 
-    def __init__(self, flow: FlowDensity, dequantizer: Optional[nn.Module], num_classes: int = 0) -> None:
+    def __init__(
+        self, flow: Union[FlowDensity, IntegerDiscreteFlow], dequantizer: Optional[nn.Module], num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.flow = flow
         self.dequantizer = dequantizer
@@ -79,7 +84,7 @@ class DensityModel(nn.Module):
 
     def log_likelihood(self, rows: torch.Tensor) -> torch.Tensor:
         x, context = self.unpack(rows)
-        if self.dequantizer is None:
+        if self.dequantizer is None or isinstance(self.flow, IntegerDiscreteFlow):
             return self.flow.log_prob(x, context)
         return dequantized_log_likelihood(self.flow, x, self.dequantizer, context)
 
@@ -107,6 +112,12 @@ def mean_nll(model: DensityModel, rows: torch.Tensor, batch_size: int = 1000, se
 
 def _build(signature: dict, data: DensityData) -> DensityModel:
     context_dim = data.num_classes if signature["conditional"] else None
+    if signature["flow"] in INTEGER_FLOWS:
+        if not data.discrete:
+            raise ValueError(f"{signature['flow']} models 8-bit images (mnist); {data.name} is continuous")
+        model = INTEGER_FLOWS[signature["flow"]](data.event_shape, context_dim=context_dim, **signature["options"])
+        model.check_values = False  # the data were checked once when loaded
+        return DensityModel(model, None, 0)
     flow = density_flow(signature["flow"], data.event_shape, context_dim=context_dim, **signature["options"])
     flow.check_values = False  # the data were checked once when loaded
     deq = DEQUANTIZERS[signature["dequantization"]](data.event_shape) if data.discrete else None
@@ -140,7 +151,8 @@ def train_density(
         run_dir: the run directory.
         data_dir: MNIST's folder.
         num_train: training set size (toy sets: generated; MNIST: the first ones).
-        dequantization: ``"uniform"`` or ``"variational"`` (8-bit data only).
+        dequantization: ``"uniform"`` or ``"variational"`` (8-bit data only; integer flows
+            need none and record ``None``).
         conditional: class-conditional flow (data with labels).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: progress bars.
@@ -169,7 +181,7 @@ def train_density(
         "flow": flow,
         "options": dict(options),
         "num_train": len(data.train),
-        "dequantization": dequantization if data.discrete else None,
+        "dequantization": dequantization if data.discrete and flow not in INTEGER_FLOWS else None,
         "conditional": conditional,
     }
     torch_device = resolve_device(device)
@@ -298,5 +310,7 @@ def _draw(run_dir: Path, model: DensityModel, data: DensityData, log: Callable[[
                     like
                 )
             samples = flow.sample(64, context)
+            if model.dequantizer is None and data.discrete:
+                samples = samples / 255  # an integer flow samples 8-bit values
             drawn, name = save_images(samples, run_dir / "samples.png", f"{flow.name} samples"), "samples.png"
     log(f"wrote {run_dir / name}" if drawn else "matplotlib is not installed: no PNGs (pip install 'vaeflows[data]')")
