@@ -215,3 +215,24 @@ def test_memory_measures_both_commands_and_the_phases(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "MB" not in line]
     assert any(line.startswith("| hand-written") for line in rows) and any("vaeflows train" in r for r in rows)
     assert "| load the data set |" in text and "row-blocked" in text
+
+
+def test_idf_codec_round_trips_every_image_and_writes_the_table(tmp_path, monkeypatch):
+    """idf_codec.py at a tiny budget on MNIST (40 validation and test images): one training step, 20
+    test images coded and checked."""
+    from vaeflows.density import DENSITY_DATASETS, DensityData, load_mnist_8bit
+
+    def small_mnist(data_dir, num_train=16, seed=0):
+        full = load_mnist_8bit(data_dir, num_train, seed)
+        labels = {split: y[:40] for split, y in full.labels.items()}
+        return DensityData(full.train, full.valid[:40], full.test[:40], full.event_shape, True, "mnist", labels, 10)
+
+    monkeypatch.setitem(DENSITY_DATASETS, "mnist", small_mnist)
+    out = tmp_path / "idf_codec.md"
+    idf_codec = _load("idf_codec")
+    argv = ["--data-dir", str(DATA), "--epochs", "1", "--num-train", "16", "--batch-size", "16", "--num-steps", "1"]
+    argv += ["--hidden", "4", "--num-test", "20", "--code-batch", "8", "--run-dir", str(tmp_path / "run")]
+    assert idf_codec.main([*argv, "--results", str(out)]) == 0
+    text = out.read_text()
+    assert "20 of 20 decoded bit-exactly" in text
+    assert sum(line.startswith("| ") for line in text.splitlines()) == 1 + 8  # the header and 8 codes
