@@ -126,8 +126,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     valid = ", ".join(f"{h['valid'] / (dims * np.log(2)):.3f}" for h in metrics["epochs"])
     lines = results_header("Lossless MNIST compression with an integer discrete flow", "idf_codec.py", argv, code)
     lines += [
-        f"- **Model**: `idf`, {len(header['ranges'])} levels of {args.num_steps} (channel permutation, integer additive "
-        f"coupling) steps, conv nets of {args.hidden} channels, discretized logistic mixture priors (5 "
+        f"- **Model**: `idf`, {len(header['ranges'])} levels of {args.num_steps} (channel permutation, "
+        f"integer additive coupling) steps, conv nets of {args.hidden} channels, discretized logistic mixture priors (5 "
         f"components; conditional at the factor-out), {sum(p.numel() for p in flow.parameters())} parameters.",
         f"- **Training**: `vaeflows density train --flow idf` ({args.epochs} epochs of {args.num_train} training "
         f"images, batch {args.batch_size}, Adam {args.lr:g}, straight-through rounding; {metrics['steps']} steps, "
