@@ -14,6 +14,7 @@ Example:
     (torch.Size([3]), torch.Size([2, 1, 8, 8]))
 """
 
+from .codec import compress_images, decompress_images, model_bits
 from .data import DENSITY_DATASETS, DensityData, load_density_data, load_mnist_8bit
 from .dequantization import (
     DEQUANTIZERS,
@@ -99,6 +100,9 @@ __all__ = [
     "round_ste",
     "discretized_logistic_mixture_log_pmf",
     "discretized_logistic_mixture_pmf_table",
+    "compress_images",
+    "decompress_images",
+    "model_bits",
     "DensityModel",
     "train_density",
     "evaluate_density",
