@@ -66,7 +66,7 @@ def test_log_det_across_the_bound(transform):
     ids=["coupling", "autoregressive", "coupling-image"],
 )
 def test_the_context_conditions_the_density(transform, shape):
-    model = perturbed(transform, shape, context_dim=2, scale=0.3)
+    model = perturbed(transform, shape, context_dim=2, scale=0.15)
     one, other = torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([[0.0, 1.0]], dtype=torch.float64)
     x = 0.1 + 0.8 * torch.rand(6, *shape, dtype=torch.float64)
     assert (model.log_prob(x, one) - model.log_prob(x, other)).abs().min() > 1e-4

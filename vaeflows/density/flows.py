@@ -585,7 +585,6 @@ def nsf(
                         CouplingMLP(dim, dim * params, hidden, context_dim, widths),
                         bins,
                         tail_bound,
-                        1.0 / math.sqrt(widths[-1]),
                     )
                     for k in range(num_steps)
                 ]
@@ -607,7 +606,7 @@ def nsf(
     def coupling(mask: torch.Tensor) -> Bijection:
         c = mask.shape[0]
         net = CouplingCNN(c, c * params, hidden, context_dim)
-        return SplineCoupling(mask, net, bins, tail_bound, 1.0 / math.sqrt(hidden))
+        return SplineCoupling(mask, net, bins, tail_bound)
 
     flow = FlowSequence([_multiscale(shape, levels, num_steps, coupling), Logit(3, alpha)])
     return FlowDensity(flow, shape, context_dim=context_dim, name="nsf", unit_interval=True)
