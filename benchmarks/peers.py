@@ -427,8 +427,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                     f"({row['low']:.2f}-{row['high']:.2f})  test -ELBO {row['test_elbo']:.2f}  {row['params']} params"
                 )
             rows += family
+            text = write_results(args, argv, code, device, rows, notes, test.shape[0], out)
     for note in notes:
         print(note)
+    print(text)
+    print(f"wrote {out}")
+    return 0
+
+
+def write_results(args, argv: List[str], code: str, device: torch.device, rows, notes, points: int, out: Path) -> str:
+    """The results file of the rows so far (written after every flow: a run cut short keeps them)."""
+    machine_note = (
+        "The development machine is shared (2 cores, other jobs running): read the ratios, not the milliseconds."
+        if device.type == "cpu"
+        else "Wall clock with the device synchronized around every block."
+    )
     title = f"vaeflows against Pyro, zuko and normflows on one flow-posterior VAE ({device_name(device)})"
     lines = results_header(title, "peers.py", argv, code) + [
         f"- **Peers**: {_versions()}.",
@@ -438,10 +451,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"are trained round-robin in blocks of {args.block} steps on the same minibatches (the order rotated "
         f"every round, the first round not timed) for {args.steps} steps each; {args.clock} clock, torch "
         f"threads {args.threads}. Step cost: seconds per step over vaeflows' in the same round, median over "
-        f"rounds with a 95% bootstrap interval. Test -ELBO: one sample per point on the first {test.shape[0]} "
+        f"rounds with a 95% bootstrap interval. Test -ELBO: one sample per point on the first {points} "
         "test images after the same number of steps (a small budget: the figures compare the libraries, "
-        "they are far from converged). The development machine is shared (2 cores, other jobs running): "
-        "read the ratios, not the milliseconds.",
+        f"they are far from converged). {machine_note}",
         "",
         "| flow | library | what is built | ms / step | step time / vaeflows' (95% interval) | "
         "test -ELBO (nats, ± s.e.) | parameters |",
@@ -457,9 +469,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
     lines += ["", *_verdict(rows)]
-    print(write_markdown(lines, out))
-    print(f"wrote {out}")
-    return 0
+    return write_markdown(lines, out)
 
 
 def _versions() -> str:
