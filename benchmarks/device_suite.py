@@ -278,7 +278,7 @@ def _paper_finish(ctx: Context, log: List[str], commands: List[List[str]]) -> No
 
 
 def _peers(ctx: Context) -> List[List[str]]:
-    sizes = ["--steps", "2", "--block", "1", "--latent-dim", "4", "--test-points", "200", "--flows", "planar,iaf"]
+    sizes = ["--steps", "2", "--block", "1", "--latent-dim", "4", "--test-points", "200", "--flows", "planar,iaf-affine"]
     sizes += ["--batch-size", "10"]
     if not ctx.dry:
         sizes = ["--steps", "500", "--block", "25"]

@@ -9,15 +9,17 @@ same weights (one seed); only the flow is each library's own. The posterior is b
 * **vaeflows**: ``build_vae(..., flow=...)`` and the loss of ``vaeflows train``
   (:func:`vaeflows.infer.experiment.vae_loss`);
 * **Pyro**: Pyro's own conditional transforms (``pyro.distributions.transforms``:
-  ``ConditionalPlanar``, ``conditional_affine_autoregressive(..., stable=True)`` (the gated IAF),
-  ``ConditionalHouseholder``) conditioned on ``h`` in a ``TransformedDistribution``; the model
+  ``ConditionalPlanar``, ``conditional_affine_autoregressive`` (with ``stable=True``, the gated
+  IAF, beside vaeflows' default gated ``iaf``; without, the affine IAF ``z' = exp(a) z + m``,
+  beside vaeflows' ``iaf`` with ``update="affine"``), ``ConditionalHouseholder``) conditioned on
+  ``h`` in a ``TransformedDistribution``; the model
   with ``dist.Normal(0, 1).to_event(1)`` and ``dist.Bernoulli(logits=...).to_event(3)``; the loss
   ``Trace_ELBO().differentiable_loss``;
-* **zuko**: ``zuko.flows.MAF`` with ``context = 300`` (the encoder features), inverted (the inverted
-  MAF is an IAF: one pass to sample), on a base that is the encoder's Gaussian (a zuko
+* **zuko** (the affine IAF rows): ``zuko.flows.MAF`` with ``context = 300`` (the encoder
+  features), inverted (the inverted MAF is an IAF: one pass to sample), on a base that is the encoder's Gaussian (a zuko
   ``LazyDistribution``), wrapped by ``pyro.contrib.zuko.ZukoToPyro`` in the same Pyro model/guide and
   ``Trace_ELBO`` as the Pyro rows;
-* **normflows**: ``normflows.flows.MaskedAffineAutoregressive`` with ``context_features = 300``
+* **normflows**: ``normflows.flows.MaskedAffineAutoregressive`` (the affine IAF rows) with ``context_features = 300``
   (used forward, its one-pass direction, as normflows samples) with ``Permute`` between steps, and
   ``normflows.flows.Planar``; the ELBO written out as normflows' ``NormalizingFlowVAE`` does it
   (normflows has no Pyro integration and its VAE class passes no context to the flows).
@@ -55,7 +57,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -73,7 +75,7 @@ from vaeflows.distributions import HALF_LOG_2PI  # noqa: E402
 from vaeflows.infer.experiment import resolve_device, vae_loss  # noqa: E402
 from vaeflows.models import VAE, build_vae  # noqa: E402
 
-__all__ = ["Variant", "PEERS", "FLOWS", "peer_missing", "build_variants", "main"]
+__all__ = ["Variant", "PEERS", "VAEFLOWS_FLOWS", "FLOWS", "peer_missing", "build_variants", "main"]
 
 HERE = Path(__file__).resolve().parent
 #: Hidden widths of the IAFs' MADEs (vaeflows' default for ``iaf``).
@@ -94,7 +96,7 @@ class Variant:
 
     Attributes:
         library: ``vaeflows``, ``Pyro``, ``zuko`` or ``normflows``.
-        flow: the flow family (``none``, ``planar``, ``iaf``, ``householder``).
+        flow: the flow family (a key of :data:`VAEFLOWS_FLOWS`).
         detail: what exactly is built (the table's third column).
         module: every trained parameter.
         loss: minibatch ``x`` -> minus the mean ELBO.
@@ -168,7 +170,8 @@ def _pyro_transforms(flow: str, d: int, c: int, k: int) -> nn.ModuleList:
         return nn.ModuleList(T.ConditionalPlanar(LinearParams(c, [1, d, d])) for _ in range(k))
     if flow == "householder":
         return nn.ModuleList(T.ConditionalHouseholder(d, LinearParams(c, [d]), 1) for _ in range(k))
-    return nn.ModuleList(T.conditional_affine_autoregressive(d, c, IAF_HIDDEN, stable=True) for _ in range(k))
+    stable = flow == "iaf"  # the gated update; iaf-affine: Pyro's default affine one
+    return nn.ModuleList(T.conditional_affine_autoregressive(d, c, IAF_HIDDEN, stable=stable) for _ in range(k))
 
 
 def build_pyro(base: VAE, flow: str, k: int) -> Variant:
@@ -179,6 +182,7 @@ def build_pyro(base: VAE, flow: str, k: int) -> Variant:
         "planar": f"{k} x `ConditionalPlanar(Linear(300, 2D+1))`",
         "householder": f"{k} x `ConditionalHouseholder(D, Linear(300, D), 1)`",
         "iaf": f"{k} x `conditional_affine_autoregressive(D, 300, {IAF_HIDDEN}, stable=True)`",
+        "iaf-affine": f"{k} x `conditional_affine_autoregressive(D, 300, {IAF_HIDDEN})`",
     }
     vae = PyroFlowVAE(base, transforms, _pyro_posterior(transforms))
     return Variant("Pyro", flow, details[flow] + ", `Trace_ELBO`", vae, vae.loss)
@@ -258,7 +262,8 @@ def build_normflows(base: VAE, flow: str, k: int) -> Variant:
         flows = nn.ModuleList(steps)
         detail = (
             f"{k} x `normflows.flows.MaskedAffineAutoregressive(D, 320, context_features=300, num_blocks=1)`"
-            " (one residual block: its MADE takes a context only with residual blocks), `Permute` between, "
+            " (one residual block: its MADE takes a context only with residual blocks; scale `sigmoid(u + 2) + 1e-3`), "
+            "`Permute` between, "
             "used forward (one pass)"
         )
         vae = NormflowsVAE(base, flows, conditional=True)
@@ -266,23 +271,35 @@ def build_normflows(base: VAE, flow: str, k: int) -> Variant:
 
 
 def build_vaeflows(base: VAE, flow: str, k: int, data) -> Variant:
-    vae = build_vae("mlp", data.image_shape, data.likelihood, base.latent_dim, None if flow == "none" else flow, k)
+    name, options = VAEFLOWS_FLOWS[flow]
+    vae = build_vae("mlp", data.image_shape, data.likelihood, base.latent_dim, name, k, **options)
     missing, unexpected = vae.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not name.startswith("flow.") for name in missing):
         raise RuntimeError(f"vaeflows' VAE does not share the base's networks: {missing} {unexpected}")
     vae.register_params = False  # as train_vae does
     loss = vae_loss(vae, data, warmup=0)
-    detail = '`build_vae("mlp", ..., flow=...)`' + (f", {k} steps" if flow != "none" else "") + ", `vae_loss`"
+    shown = ", ".join([f'flow="{name}"', *(f'{key}="{value}"' for key, value in options.items())])
+    detail = f'`build_vae("mlp", ..., {shown})`' + (f", {k} steps" if flow != "none" else "") + ", `vae_loss`"
     return Variant("vaeflows", flow, detail, vae, lambda x: loss(x, 1))
 
 
 #: library -> (the package it needs, the flows it has, its builder ``(base, flow, K) -> Variant``).
 PEERS: Dict[str, tuple] = {
-    "Pyro": ("pyro", ("none", "planar", "iaf", "householder"), build_pyro),
-    "zuko": ("zuko", ("iaf",), build_zuko),
-    "normflows": ("normflows", ("planar", "iaf"), build_normflows),
+    "Pyro": ("pyro", ("none", "planar", "iaf", "iaf-affine", "householder"), build_pyro),
+    "zuko": ("zuko", ("iaf-affine",), build_zuko),
+    "normflows": ("normflows", ("planar", "iaf-affine"), build_normflows),
 }
-FLOWS = ("none", "planar", "iaf", "householder")
+#: The rows' flows -> vaeflows' flow name and options: ``iaf`` is the gated IAF (vaeflows' default,
+#: Pyro's ``stable=True``), ``iaf-affine`` the affine one (``z' = exp(a) z + m``: Pyro's default,
+#: zuko's MAF, normflows' MAF).
+VAEFLOWS_FLOWS: Dict[str, Tuple[Optional[str], Dict[str, str]]] = {
+    "none": (None, {}),
+    "planar": ("planar", {}),
+    "iaf": ("iaf", {}),
+    "iaf-affine": ("iaf", {"update": "affine"}),
+    "householder": ("householder", {}),
+}
+FLOWS = tuple(VAEFLOWS_FLOWS)
 
 
 def _copy_base(base: VAE, device: torch.device) -> VAE:

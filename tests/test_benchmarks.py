@@ -239,8 +239,10 @@ def test_peers_trains_vaeflows_and_every_peer_on_each_flow(tmp_path):
         ["| planar", "normflows"],
         ["| iaf", "vaeflows"],
         ["| iaf", "Pyro"],
-        ["| iaf", "zuko"],
-        ["| iaf", "normflows"],
+        ["| iaf-affine", "vaeflows"],
+        ["| iaf-affine", "Pyro"],
+        ["| iaf-affine", "zuko"],
+        ["| iaf-affine", "normflows"],
         ["| householder", "vaeflows"],
         ["| householder", "Pyro"],
     ]
@@ -256,11 +258,11 @@ def test_peers_skips_a_missing_peer_and_says_how_to_install_it(tmp_path, monkeyp
     peers = _load("peers")
     real = peers.peer_missing
     monkeypatch.setattr(peers, "peer_missing", lambda package: real("no_such_package_x") if package == "zuko" else None)
-    argv = ["--data-dir", str(DATA), "--flows", "iaf", "--peers", "Pyro,zuko", "--steps", "1", "--block", "1"]
+    argv = ["--data-dir", str(DATA), "--flows", "iaf-affine", "--peers", "Pyro,zuko", "--steps", "1", "--block", "1"]
     assert peers.main([*argv, "--latent-dim", "2", "--batch-size", "5", "--test-points", "10", "--out", str(out)]) == 0
     text = out.read_text()
     assert [row[1] for row in _peer_rows(text)] == ["vaeflows", "Pyro"]
-    assert "zuko (iaf): skipped: no_such_package_x missing (pip install -e '.[bench]')" in text
+    assert "zuko (iaf-affine): skipped: no_such_package_x missing (pip install -e '.[bench]')" in text
 
 
 def test_device_suite_records_a_missing_package_a_failure_and_a_timeout_and_goes_on(tmp_path):
