@@ -46,8 +46,9 @@ which does what these lines do (all of it is git-ignored)::
 
     mkdir -p .whl .data/binarized_mnist
     cp ../shared/wheels/*.whl .whl/
-    python -m pip download --no-deps -d .whl tqdm pytest pluggy iniconfig packaging pygments \\
+    python -m pip wheel --no-deps -w .whl tqdm pytest pluggy iniconfig packaging pygments \\
         zuko normflows opt_einsum torchdiffeq        # the versions installed here, pinned
+    # (pip wheel, not pip download --only-binary: normflows is an sdist on PyPI, built here)
     cp ../shared/data/binarized_mnist/binarized_mnist.npz .data/binarized_mnist/
 
 Then, on the GPU machine (carry ``.whl`` and ``.data``), one command::
@@ -55,8 +56,9 @@ Then, on the GPU machine (carry ``.whl`` and ``.data``), one command::
     python3 -m pip install -q --no-index --no-deps --target .site .whl/*.whl && \\
         export PYTHONPATH=$PWD/.site:$PWD; python3 benchmarks/device_suite.py --archive $OUT/device_suite.tar.gz
 
-and here, with the archive back: ``tar -xzf device_suite.tar.gz -C benchmarks/results``. A part
-whose package is missing there records ``skipped: <package> missing`` instead of crashing.
+and here, with the archive back, ``tar -xzf device_suite.tar.gz -C benchmarks/results --wildcards
+'*_cuda.md'`` (the logs stay in the archive). A part whose package is missing there records
+``skipped: <package> missing`` instead of crashing.
 
 Example:
     python benchmarks/device_suite.py --dry-run
@@ -95,10 +97,21 @@ WHEELS_OPTIONAL = ("torchdiffeq",)
 TOTAL_SECONDS = 470
 #: A dry run checks the path, not the speed: on a loaded CI machine its parts get more time.
 DRY_BUDGET_FACTOR = 4
-ALL_FLOWS_BUT_FFJORD = (
-    "none,planar,radial,iaf,sylvester-orthogonal,sylvester-householder,sylvester-triangular,householder,"
+#: The posterior flows of ``step_time``'s two main parts, where ``vaeflows.transforms`` cannot be
+#: imported (no pyro: those parts are skipped anyway); else :func:`_flows_but_ffjord` reads the registry.
+FLOWS_FALLBACK = (
+    "planar,radial,iaf,sylvester-orthogonal,sylvester-householder,sylvester-triangular,householder,"
     "residual,spline-autoregressive,spline-coupling,cc-liaf"
 )
+
+
+def _flows_but_ffjord() -> str:
+    """``none`` and every flow of ``POSTERIOR_FLOWS`` but FFJORD (which has a part of its own)."""
+    try:
+        from vaeflows.transforms import POSTERIOR_FLOWS
+    except ImportError:
+        return "none," + FLOWS_FALLBACK
+    return ",".join(["none", *(name for name in POSTERIOR_FLOWS if name != "ffjord")])
 
 
 @dataclass
@@ -125,12 +138,14 @@ class Part:
 
     Attributes:
         name: its label (and log file name).
-        budget: seconds it may take on a GPU (a dry run gives each part the same budget).
+        budget: seconds it may take on a GPU (a dry run, :data:`DRY_BUDGET_FACTOR` times as many).
         needs: importable packages it cannot run without (``skipped: <package> missing`` otherwise).
         commands: ``context -> [argv, ...]``, run in turn (the next only if the last succeeded).
         output: ``context -> the results file it writes``.
         finish: ``(context, output lines, commands) -> None``, run after the commands succeeded
             (writes the results file of a part whose commands write none themselves).
+        finish_on_failure: run ``finish`` also after a command exits with an error (the tests:
+            their failures are the result), not after a timeout.
     """
 
     name: str
@@ -139,6 +154,7 @@ class Part:
     commands: Callable[[Context], List[List[str]]]
     output: Callable[[Context], Path]
     finish: Optional[Callable[[Context, List[str], List[List[str]]], None]] = None
+    finish_on_failure: bool = False
     status: str = field(default="not run", init=False)
 
 
@@ -177,12 +193,14 @@ def _tests_finish(ctx: Context, log: List[str], commands: List[List[str]]) -> No
     _write(lines, ctx.out("tests"))
 
 
-def _step_time(arch: str, flows: str, dry_flows: str, suffix: str, rounds: str = "10", block: str = "10"):
+def _step_time(arch: str, flows: Optional[str], dry_flows: str, suffix: str, rounds: str = "10", block: str = "10"):
+    """``step_time.py`` on ``arch`` for ``flows`` (``None``: every flow but FFJORD)."""
+
     def commands(ctx: Context) -> List[List[str]]:
         if ctx.dry:
             sizes = ["--rounds", "1", "--block", "1", "--latent-dim", "4", "--batch-size", "10", "--flows", dry_flows]
         else:
-            sizes = ["--rounds", rounds, "--block", block, "--flows", flows]
+            sizes = ["--rounds", rounds, "--block", block, "--flows", flows or _flows_but_ffjord()]
         archs = "mlp" if ctx.dry and suffix == "ffjord" else arch  # FFJORD's gated-conv step: seconds on a CPU
         out = _step_time_output(suffix)(ctx)
         argv = ["--data-dir", ctx.data_dir, "--device", ctx.device, "--archs", archs, *sizes, "--out", str(out)]
@@ -278,8 +296,8 @@ def _paper_finish(ctx: Context, log: List[str], commands: List[List[str]]) -> No
 
 
 def _peers(ctx: Context) -> List[List[str]]:
-    sizes = ["--steps", "2", "--block", "1", "--latent-dim", "4", "--test-points", "200", "--flows", "planar,iaf-affine"]
-    sizes += ["--batch-size", "10"]
+    sizes = ["--steps", "2", "--block", "1", "--latent-dim", "4", "--test-points", "200", "--batch-size", "10"]
+    sizes += ["--flows", "planar,iaf-affine"]
     if not ctx.dry:
         sizes = ["--steps", "500", "--block", "25"]
     return [
@@ -289,19 +307,19 @@ def _peers(ctx: Context) -> List[List[str]]:
 
 
 PARTS: List[Part] = [
-    Part("tests", 60, ("pyro", "pytest"), _tests, lambda ctx: ctx.out("tests"), _tests_finish),
+    Part("tests", 60, ("pyro", "pytest"), _tests, lambda ctx: ctx.out("tests"), _tests_finish, finish_on_failure=True),
     Part(
         "step_time_mlp",
         75,
         ("pyro",),
-        _step_time("mlp", ALL_FLOWS_BUT_FFJORD, "none,planar", "mlp"),
+        _step_time("mlp", None, "none,planar", "mlp"),
         _step_time_output("mlp"),
     ),
     Part(
         "step_time_gated_conv",
         75,
         ("pyro",),
-        _step_time("gated-conv", ALL_FLOWS_BUT_FFJORD, "none", "gated_conv"),
+        _step_time("gated-conv", None, "none", "gated_conv"),
         _step_time_output("gated_conv"),
     ),
     Part("epoch_throughput", 40, ("pyro",), _epoch, lambda ctx: ctx.out("epoch_throughput")),
@@ -442,6 +460,7 @@ def run_suite(ctx: Context, parts: List[Part], total: float, echo: Callable[[str
                 part.status = f"failed (exit {code})"
             else:
                 part.status = "ok"
+            if code == 0 or code is not None and part.finish_on_failure:
                 try:
                     if part.finish is not None:
                         part.finish(ctx, lines, commands)

@@ -50,6 +50,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import math
 import statistics
@@ -278,7 +279,8 @@ def build_vaeflows(base: VAE, flow: str, k: int, data) -> Variant:
         raise RuntimeError(f"vaeflows' VAE does not share the base's networks: {missing} {unexpected}")
     vae.register_params = False  # as train_vae does
     loss = vae_loss(vae, data, warmup=0)
-    shown = ", ".join([f'flow="{name}"', *(f'{key}="{value}"' for key, value in options.items())])
+    settings = [f'flow="{name}"' if name else "flow=None", *(f'{key}="{value}"' for key, value in options.items())]
+    shown = ", ".join(settings)
     detail = f'`build_vae("mlp", ..., {shown})`' + (f", {k} steps" if flow != "none" else "") + ", `vae_loss`"
     return Variant("vaeflows", flow, detail, vae, lambda x: loss(x, 1))
 
@@ -303,8 +305,6 @@ FLOWS = tuple(VAEFLOWS_FLOWS)
 
 
 def _copy_base(base: VAE, device: torch.device) -> VAE:
-    import copy
-
     return copy.deepcopy(base).to(device)
 
 

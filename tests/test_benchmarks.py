@@ -279,7 +279,10 @@ def test_device_suite_records_a_missing_package_a_failure_and_a_timeout_and_goes
         part("slow", (), "import time; time.sleep(60)", budget=1),
         part("ok", (), f"open({str(tmp_path / 'ok.md')!r}, 'w').write('x')"),
         part("no_file", (), "pass"),
+        part("tests_fail", (), "import sys; sys.exit(1)"),
     ]
+    parts[-1].finish = lambda ctx, lines, commands: (tmp_path / "tests_fail.md").write_text("failures listed")
+    parts[-1].finish_on_failure = True
     ctx = suite.Context(dry=False, out_dir=tmp_path, log_dir=tmp_path / "logs", data_dir=str(DATA))
     records = suite.run_suite(ctx, parts, total=60, echo=lambda line: None)
     assert [r["part"].status for r in records] == [
@@ -288,7 +291,9 @@ def test_device_suite_records_a_missing_package_a_failure_and_a_timeout_and_goes
         "timed out after 1 s",
         "ok",
         "failed: no results file",
+        "failed (exit 1)",
     ]
+    assert (tmp_path / "tests_fail.md").exists()  # the tests' results are written even when some fail
     assert records[1]["tail"] == ["boom"] and records[2]["seconds"] < 30
     text = suite.write_summary(ctx, records, 60).read_text()
     assert "| fails | failed (exit 3) |" in text and "## fails: the end of its log" in text
