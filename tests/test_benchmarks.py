@@ -327,3 +327,29 @@ def test_device_suite_dry_run_runs_every_part_on_the_cpu(tmp_path):
     for part in suite.PARTS:
         if statuses[part.name] == "ok":
             assert part.output(suite.Context(True, tmp_path, tmp_path, str(DATA))).exists(), part.name
+
+
+def test_rezero_bases_benchmark_writes_a_row_per_variant(tmp_path):
+    """benchmarks/rezero_bases.py at a tiny budget: every toy variant, and on MNIST (where the
+    shared data are there) the baseline, the learned prior and the MADE base."""
+    out = tmp_path / "rezero_bases.md"
+    bench = _load("rezero_bases")
+    argv = [
+        *("--datasets", "moons", "--seeds", "1", "--toy-iters", "4", "--toy-steps-per-flow", "2"),
+        *("--toy-hidden", "8", "--batch", "16", "--eval-every", "2", "--results", str(out)),
+    ]
+    mnist = (DATA / "MNIST").exists()
+    if mnist:
+        argv += ["--data-dir", str(DATA), "--mnist-iters", "2", "--mnist-train", "64", "--mnist-test", "8"]
+        argv += ["--mnist-batch", "4", "--mnist-steps-per-level", "1", "--mnist-hidden", "4"]
+        argv += ["--mnist-variants", "baseline,learned-prior,made"]
+    else:
+        argv += ["--mnist-iters", "0"]
+    assert bench.main(argv) == 0
+    rows = [
+        line.split(" | ")[0] for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    expected = ["| variant", "| baseline", "| rezero", "| mixture", "| made"]
+    if mnist:
+        expected += ["| variant", "| baseline", "| learned-prior", "| made"]
+    assert rows == expected

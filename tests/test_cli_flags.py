@@ -168,6 +168,17 @@ DENSITY_ROWS = {
     ),
     "dequantization-default": (["--dataset", "mnist"], lambda c, m: c["dequantization"] == "uniform"),
     "conditional": (["--conditional"], lambda c, m: c["conditional"] is True),
+    "base": (["--base", "made"], lambda c, m: type(m.base).__name__ == "MADEBase"),
+    "base-default": ([], lambda c, m: type(m.base).__name__ == "StandardNormalBase"),
+    "base-components": (
+        ["--base", "mixture", "--base-components", "5"],
+        lambda c, m: type(m.base).__name__ == "MixtureBase" and m.base.loc.shape[0] == 5,
+    ),
+    "learned-prior": (
+        ["--flow", "glow", "--num-levels", "2", "--learned-prior"],
+        lambda c, m: any(getattr(x, "prior", None) is not None for x in m.modules()),
+    ),
+    "rezero": (["--rezero"], lambda c, m: all(x.rezero for x in m.modules() if isinstance(x, Coupling))),
     "epochs": (["--epochs", "3"], lambda c, m: c["config"].epochs == 3),
     "batch-size": (["--batch-size", "32"], lambda c, m: c["config"].batch_size == 32),
     "lr": (["--lr", "0.01"], lambda c, m: c["config"].lr == 0.01),

@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_density_commands(commands) -> None:
     """``vaeflows density train|energy``: maximum likelihood and reverse-KL fits of flows."""
-    from vaeflows.density import DENSITY_DATASETS, DENSITY_FLOWS, DEQUANTIZERS, ENERGIES, NSF_TRANSFORMS
+    from vaeflows.density import BASES, DENSITY_DATASETS, DENSITY_FLOWS, DEQUANTIZERS, ENERGIES, NSF_TRANSFORMS
 
     density = commands.add_parser("density", help="density estimation and energy fits with flows")
     actions = density.add_subparsers(dest="density_command", required=True)
@@ -210,6 +210,12 @@ def _add_density_commands(commands) -> None:
         choices=list(NSF_TRANSFORMS),
         help="nsf: spline coupling (default) or autoregressive (MADE) steps",
     )
+    train.add_argument("--base", choices=list(BASES), default="normal", help="base distribution (default normal)")
+    train.add_argument("--base-components", type=POSITIVE_INT, help="components of --base mixture (default 8)")
+    train.add_argument(
+        "--learned-prior", action="store_true", help="Glow's learned split and top priors (realnvp, glow)"
+    )
+    train.add_argument("--rezero", action="store_true", help="ReZero couplings (realnvp, glow)")
     energy = actions.add_parser("energy", help="fit a posterior flow to U1-U4 by reverse KL")
     energy.add_argument("--energy", required=True, choices=list(ENERGIES))
     energy.add_argument("--flow", default="planar", choices=list(POSTERIOR_FLOWS))
@@ -269,6 +275,7 @@ def _density(args: argparse.Namespace) -> None:
         if args.flow not in ("realnvp", "glow", "nsf"):
             raise ValueError("--num-levels applies to --flow realnvp, glow or nsf only (multi-scale on images)")
         options["num_levels"] = args.num_levels
+    options.update(_density_extras(args))
     if args.dequantization is not None and args.dataset in TOY_DATASETS:
         raise ValueError(f"--dequantization applies to 8-bit data (mnist) only; {args.dataset} is continuous")
     train_density(
@@ -286,6 +293,23 @@ def _density(args: argparse.Namespace) -> None:
         allow_changes=args.allow_changes,
         logs=args.log,
     )
+
+
+def _density_extras(args: argparse.Namespace) -> dict:
+    """The builder options of ``--base``, ``--base-components``, ``--learned-prior``, ``--rezero``."""
+    options: dict = {}
+    for flag, name in (("learned_prior", "--learned-prior"), ("rezero", "--rezero")):
+        if getattr(args, flag):
+            if args.flow not in ("realnvp", "glow"):
+                raise ValueError(f"{name} applies to --flow realnvp or glow only (their couplings and factor-outs)")
+            options[flag] = True
+    if args.base_components is not None and args.base != "mixture":
+        raise ValueError("--base-components applies to --base mixture only")
+    if args.base != "normal":
+        options["base"] = args.base
+        if args.base_components is not None:
+            options["base_options"] = {"num_components": args.base_components}
+    return options
 
 
 #: CLI flag -> (the prior option it sets, the prior it applies to).

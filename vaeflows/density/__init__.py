@@ -2,8 +2,9 @@
 neural spline flows (NSF),
 dequantization, energies.
 
-Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``)
-and scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``.
+Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``) and
+scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``. Every
+flow takes a learnable base (``density_flow(name, shape, base="mixture" | "made")``, :data:`BASES`).
 The registry :data:`DENSITY_FLOWS` drives the builders, the CLI (``vaeflows density train``), the
 tests and the benchmarks. Posterior flows without an inverse (planar, radial, Sylvester) fit
 unnormalized 2-D energies by reverse KL instead (:func:`fit_energy`).
@@ -15,6 +16,7 @@ Example:
     (torch.Size([3]), torch.Size([2, 1, 8, 8]))
 """
 
+from .bases import BASES, Base, MADEBase, MixtureBase, StandardNormalBase, build_base
 from .data import DENSITY_DATASETS, DensityData, load_density_data, load_mnist_8bit
 from .dequantization import (
     DEQUANTIZERS,
@@ -67,6 +69,12 @@ __all__ = [
     "ffjord",
     "nsf",
     "NSF_TRANSFORMS",
+    "BASES",
+    "Base",
+    "StandardNormalBase",
+    "MixtureBase",
+    "MADEBase",
+    "build_base",
     "ResidualBlock",
     "CNFBlock",
     "Bijection",

@@ -23,13 +23,14 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from vaeflows.checks import check_dims, check_int
 
+from .bases import Base, StandardNormalBase, build_base, standard_normal_log_prob
 from .freeform import CNFBlock, ResidualBlock
 from .layers import (
     ActNorm,
@@ -46,7 +47,7 @@ from .layers import (
     channel_mask,
     checkerboard_mask,
 )
-from .nets import CouplingCNN, CouplingMLP
+from .nets import CouplingCNN, CouplingMLP, ZeroConv
 from .splines import SplineCoupling, SplineMAFStep, spline_params_per_dim
 
 __all__ = [
@@ -68,14 +69,12 @@ Shape = Tuple[int, ...]
 LOG_2PI = math.log(2 * math.pi)
 
 
-def standard_normal_log_prob(z: torch.Tensor, event_ndim: int) -> torch.Tensor:
-    """``log N(z; 0, I)`` summed over the last ``event_ndim`` dims."""
-    size = math.prod(z.shape[z.dim() - event_ndim :])
-    return -0.5 * (z.pow(2).flatten(-event_ndim).sum(-1) + size * LOG_2PI)
-
-
 class FlowDensity(nn.Module):
-    """A normalizing-flow density: ``x = flow(z)``, ``z ~ N(0, I)`` of shape ``noise_shape``.
+    """A normalizing-flow density: ``x = flow(z)``, ``z ~ p_0`` of shape ``noise_shape``.
+
+    ``p_0`` is ``N(0, I)`` unless a learnable ``base`` of :data:`~.bases.BASES` is given
+    (``density_flow(..., base="mixture")``); :meth:`base_distribution` is it as a Pyro
+    distribution.
 
     Direction: noise to data; :meth:`log_prob` goes through the inverse.
 
@@ -89,16 +88,18 @@ class FlowDensity(nn.Module):
         name: the flow's registry name.
         unit_interval: the model is of pixels in ``[0, 1]`` (RealNVP's and Glow's image models):
             :meth:`log_prob` refuses values outside it.
+        base: the base distribution on ``noise_shape`` (default :class:`~.bases.StandardNormalBase`).
 
     Shapes:
         ``log_prob``: ``x`` ``(..., *event_shape)`` -> ``(...)``; ``sample(n)`` -> ``(n, *event_shape)``.
 
     As a Pyro distribution: ``flow`` is a Pyro transform from noise to data (domain event dims
     ``len(noise_shape)``, codomain ``len(event_shape)``), so it goes into
-    ``TransformedDistribution`` as it is, **not** ``.inv``, on the standard normal of
-    ``noise_shape``; its ``log_prob`` is this model's (unconditional models only: a transform
-    takes no context). :meth:`log_prob` is the cheaper route, one inverse pass where
-    ``TransformedDistribution`` runs two (the inverse, then the log-det from the data side).
+    ``TransformedDistribution`` as it is, **not** ``.inv``, on :meth:`base_distribution` (the
+    standard normal of ``noise_shape`` by default); its ``log_prob`` is this model's (unconditional
+    models only: a transform takes no context). :meth:`log_prob` is the cheaper route, one inverse
+    pass where ``TransformedDistribution`` runs two (the inverse, then the log-det from the data
+    side).
 
     Example:
         >>> import pyro.distributions as dist
@@ -121,6 +122,7 @@ class FlowDensity(nn.Module):
         context_dim: Optional[int] = None,
         name: str = "",
         unit_interval: bool = False,
+        base: Optional[Base] = None,
     ) -> None:
         super().__init__()
         self.flow = flow
@@ -131,10 +133,19 @@ class FlowDensity(nn.Module):
         self.unit_interval = unit_interval
         self.check_values = True  # NaN/inf checks in log_prob; trainers check the data once instead
         self.register_buffer("_reference", torch.zeros(()))
+        self.base: Base = StandardNormalBase(self.noise_shape) if base is None else base
+        if self.base.shape != self.noise_shape:
+            raise ValueError(f"a base on events {self.base.shape} for noise of shape {self.noise_shape}")
 
     def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """``log N(z; 0, I)`` summed over the noise event."""
-        return standard_normal_log_prob(z, len(self.noise_shape))
+        """``log p_0(z)`` summed over the noise event (``log N(z; 0, I)`` by default)."""
+        return self.base.log_prob(z)
+
+    def base_distribution(self) -> torch.distributions.Distribution:
+        """The base ``p_0`` as a Pyro distribution of event shape ``noise_shape`` (the model's
+        dtype and device): ``TransformedDistribution(model.base_distribution(), [model.flow])``
+        is the model (unconditional models)."""
+        return self.base.distribution(self._reference)
 
     def _check_context(self, context: Optional[torch.Tensor]) -> None:
         if self.context_dim is None:
@@ -186,7 +197,7 @@ class FlowDensity(nn.Module):
         """``n`` samples, shape ``(n, *event_shape)``; a context broadcasts against ``(n,)``."""
         check_int("n", n, minimum=0)
         self._check_context(context)
-        z = torch.randn(n, *self.noise_shape, dtype=self._reference.dtype, device=self._reference.device)
+        z = self.base.sample(n, self._reference)
         return self.flow.forward_and_ladj(z, context)[0]
 
 
@@ -236,6 +247,18 @@ def _only_for_images(shape: Shape, num_levels: Optional[int]) -> int:
     if len(shape) == 1 and num_levels is not None:
         raise ValueError("num_levels applies to image models (C, H, W) only")
     return 2 if num_levels is None else num_levels
+
+
+def _learned_top(learned: bool) -> Callable[[Shape], List[Bijection]]:
+    """The learned top-level prior, as the first layer on the noise side: a per-channel affine map
+    from the identity (``N(0, I)`` noise becomes ``N(mu, sigma^2)``), or nothing."""
+    return lambda shape: [ActNorm(shape, data_init=False)] if learned else []
+
+
+def _split_prior(learned: bool, channels: int, context_dim: Optional[int]) -> Optional[nn.Module]:
+    """The conditional prior net of a :class:`~.layers.FactorOut` factoring out ``channels`` of
+    ``2 * channels``, zero-initialized (starts at ``N(0, I)``), or ``None``."""
+    return ZeroConv(channels, 2 * channels, context_dim) if learned else None
 
 
 def nice(
@@ -303,6 +326,8 @@ def realnvp(
     num_levels: Optional[int] = None,
     context_dim: Optional[int] = None,
     alpha: float = 0.05,
+    learned_prior: bool = False,
+    rezero: bool = False,
 ) -> FlowDensity:
     """RealNVP: affine couplings; on images multi-scale with checkerboard and channel masks.
 
@@ -321,18 +346,33 @@ def realnvp(
         num_levels: scales (images only; default 2).
         context_dim: context size for a conditional model.
         alpha: the logit margin (images only).
+        learned_prior: Glow's learned priors in place of ``N(0, I)``: at each factor-out,
+            ``N(mu, sigma^2)`` of the factored channels from a zero-initialized conv of the kept
+            ones (:class:`~.layers.FactorOut`), and a learned per-channel ``N(mu, sigma^2)`` of
+            the last level's noise (an :class:`~.layers.ActNorm` from the identity); both start
+            at ``N(0, I)``. On vectors: the latter only.
+        rezero: ReZero couplings (:class:`~.layers.Coupling`): learned gates from 0, the
+            conditioners at PyTorch's default initialization.
     """
     _check_sizes(num_steps, hidden)
     shape = _sizes(event_shape)
     levels = _only_for_images(shape, num_levels)
+    top = _learned_top(learned_prior)
     if len(shape) == 1:
         dim = shape[0]
         return _vector_model(
             "realnvp",
             shape,
             lambda _: [
-                Coupling(channel_mask(shape, k % 2), CouplingMLP(dim, 2 * dim, hidden, context_dim))
-                for k in range(num_steps)
+                *top(shape),
+                *(
+                    Coupling(
+                        channel_mask(shape, k % 2),
+                        CouplingMLP(dim, 2 * dim, hidden, context_dim, zero_init=not rezero),
+                        rezero=rezero,
+                    )
+                    for k in range(num_steps)
+                ),
             ],
             context_dim,
         )
@@ -344,7 +384,11 @@ def realnvp(
             layer
             for k in range(count)
             for layer in (
-                Coupling(mask(level_shape, k % 2), CouplingCNN(c, 2 * c, hidden, context_dim)),
+                Coupling(
+                    mask(level_shape, k % 2),
+                    CouplingCNN(c, 2 * c, hidden, context_dim, zero_init=not rezero),
+                    rezero=rezero,
+                ),
                 ActNorm(level_shape),
             )
         ]
@@ -352,12 +396,14 @@ def realnvp(
     def level(level_shape: Shape, left: int) -> FlowSequence:
         c, h, w = level_shape
         if left == 1:
-            return FlowSequence(couplings(level_shape, checkerboard_mask, num_steps + 1))
+            return FlowSequence([*top(level_shape), *couplings(level_shape, checkerboard_mask, num_steps + 1)])
         squeezed = (4 * c, h // 2, w // 2)
         return FlowSequence(
             [
                 Squeeze(),
-                FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c),
+                FactorOut(
+                    level((2 * c, h // 2, w // 2), left - 1), 2 * c, _split_prior(learned_prior, 2 * c, context_dim)
+                ),
                 *couplings(squeezed, channel_mask, num_steps),
                 Unsqueeze(),
                 *couplings(level_shape, checkerboard_mask, num_steps),
@@ -374,6 +420,8 @@ def glow(
     hidden: int = 64,
     num_levels: Optional[int] = None,
     context_dim: Optional[int] = None,
+    learned_prior: bool = False,
+    rezero: bool = False,
 ) -> FlowDensity:
     """Glow: steps of ActNorm, invertible 1x1 convolution (LU) and affine coupling; multi-scale.
 
@@ -388,10 +436,24 @@ def glow(
         hidden: MLP width (vectors) or conv channels (images).
         num_levels: scales (images only; default 2).
         context_dim: context size for a conditional model.
+        learned_prior: Glow's learned priors in place of ``N(0, I)`` (the paper's split prior
+            and learned top prior): at each factor-out, ``N(mu, sigma^2)`` of the factored
+            channels from a zero-initialized 3x3 conv of the kept ones
+            (:class:`~.layers.FactorOut`), and a learned per-channel ``N(mu, sigma^2)`` of the
+            last level's noise (an :class:`~.layers.ActNorm` from the identity); both start at
+            ``N(0, I)``. On vectors: the latter only.
+        rezero: ReZero couplings (:class:`~.layers.Coupling`): learned gates from 0, the
+            conditioners at PyTorch's default initialization.
+
+    Example:
+        >>> model = glow((1, 8, 8), num_steps=1, hidden=8, learned_prior=True, rezero=True)
+        >>> model.log_prob(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2])
     """
     _check_sizes(num_steps, hidden)
     shape = _sizes(event_shape)
     levels = _only_for_images(shape, num_levels)
+    top = _learned_top(learned_prior)
 
     def steps(step_shape: Shape) -> List[Bijection]:
         c = step_shape[0]
@@ -400,20 +462,30 @@ def glow(
             layer
             for _ in range(num_steps)
             for layer in (
-                Coupling(channel_mask(step_shape, 0), net(c, 2 * c, hidden, context_dim), "sigmoid"),
+                Coupling(
+                    channel_mask(step_shape, 0),
+                    net(c, 2 * c, hidden, context_dim, zero_init=not rezero),
+                    "sigmoid",
+                    rezero=rezero,
+                ),
                 InvertibleLinear(step_shape),
                 ActNorm(step_shape),
             )
         ]
 
     if len(shape) == 1:
-        return _vector_model("glow", shape, lambda _: steps(shape), context_dim)
+        return _vector_model("glow", shape, lambda _: [*top(shape), *steps(shape)], context_dim)
     _check_levels(shape, levels, levels)
 
     def level(level_shape: Shape, left: int) -> FlowSequence:
         c, h, w = level_shape
-        inner = [] if left == 1 else [FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c)]
-        return FlowSequence([Squeeze(), *inner, *steps((4 * c, h // 2, w // 2)), Unsqueeze()])
+        squeezed = (4 * c, h // 2, w // 2)
+        if left == 1:
+            inner = top(squeezed)
+        else:
+            prior = _split_prior(learned_prior, 2 * c, context_dim)
+            inner = [FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c, prior)]
+        return FlowSequence([Squeeze(), *inner, *steps(squeezed), Unsqueeze()])
 
     return FlowDensity(level(shape, levels), shape, context_dim=context_dim, name="glow", unit_interval=True)
 
@@ -624,15 +696,40 @@ DENSITY_FLOWS: Dict[str, Callable[..., FlowDensity]] = {
 }
 
 
-def density_flow(name: str, event_shape: Sequence[int], **options) -> FlowDensity:
+def density_flow(
+    name: str,
+    event_shape: Sequence[int],
+    base: str = "normal",
+    base_options: Optional[Mapping[str, Any]] = None,
+    **options,
+) -> FlowDensity:
     """Build the density model ``name`` of :data:`DENSITY_FLOWS` for data of ``event_shape``.
+
+    Args:
+        name: a key of :data:`DENSITY_FLOWS`.
+        event_shape: ``(D,)`` or ``(C, H, W)``.
+        base: the base distribution, a key of :data:`~.bases.BASES` (``"normal"``, ``"mixture"``,
+            ``"made"``), for every flow.
+        base_options: the base's options (``mixture``: ``num_components``; ``made``: ``hidden``).
+        **options: the builder's options.
 
     Raises:
         ValueError: an unknown name; a posterior flow without an analytic inverse (planar,
             radial, Sylvester), with the reason and what to use instead; bad shapes or options.
+
+    Example:
+        >>> model = density_flow("maf", (2,), hidden=8, base="mixture", base_options={"num_components": 4})
+        >>> type(model.base).__name__, model.log_prob(torch.zeros(3, 2)).shape
+        ('MixtureBase', torch.Size([3]))
     """
     if name in DENSITY_FLOWS:
-        return DENSITY_FLOWS[name](event_shape, **options)
+        model = DENSITY_FLOWS[name](event_shape, **options)
+        if base == "normal" and not base_options:
+            return model
+        if not isinstance(model, FlowDensity):
+            raise ValueError(f"the {name} flow has its own prior: it takes no base (--base)")
+        model.base = build_base(base, model.noise_shape, **(base_options or {}))
+        return model
     from vaeflows.transforms import POSTERIOR_FLOWS
 
     known = ", ".join(DENSITY_FLOWS)
