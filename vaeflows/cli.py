@@ -215,7 +215,7 @@ def _add_density_commands(commands) -> None:
     train.add_argument(
         "--learned-prior", action="store_true", help="Glow's learned split and top priors (realnvp, glow)"
     )
-    train.add_argument("--rezero", action="store_true", help="ReZero couplings (realnvp, glow)")
+    train.add_argument("--rezero", action="store_true", help="ReZero couplings (realnvp, glow, nsf)")
     energy = actions.add_parser("energy", help="fit a posterior flow to U1-U4 by reverse KL")
     energy.add_argument("--energy", required=True, choices=list(ENERGIES))
     energy.add_argument("--flow", default="planar", choices=list(POSTERIOR_FLOWS))
@@ -298,10 +298,14 @@ def _density(args: argparse.Namespace) -> None:
 def _density_extras(args: argparse.Namespace) -> dict:
     """The builder options of ``--base``, ``--base-components``, ``--learned-prior``, ``--rezero``."""
     options: dict = {}
-    for flag, name in (("learned_prior", "--learned-prior"), ("rezero", "--rezero")):
+    for flag, name, flows in (
+        ("learned_prior", "--learned-prior", ("realnvp", "glow")),
+        ("rezero", "--rezero", ("realnvp", "glow", "nsf")),
+    ):
         if getattr(args, flag):
-            if args.flow not in ("realnvp", "glow"):
-                raise ValueError(f"{name} applies to --flow realnvp or glow only (their couplings and factor-outs)")
+            if args.flow not in flows:
+                listed = f"{', '.join(flows[:-1])} or {flows[-1]}"
+                raise ValueError(f"{name} applies to --flow {listed} only (their couplings and factor-outs)")
             options[flag] = True
     if args.base_components is not None and args.base != "mixture":
         raise ValueError("--base-components applies to --base mixture only")

@@ -598,6 +598,7 @@ def nsf(
     tail_bound: float = 3.0,
     hidden_dims: Optional[Sequence[int]] = None,
     alpha: float = 0.05,
+    rezero: bool = False,
 ) -> FlowDensity:
     """Neural spline flow: monotonic rational-quadratic spline steps, coupling or autoregressive.
 
@@ -627,6 +628,9 @@ def nsf(
         tail_bound: ``B > 0`` (normflows' 3; zuko's 5).
         hidden_dims: vector conditioners' hidden widths, in place of ``(hidden, hidden)``.
         alpha: the logit margin (images, coupling only).
+        rezero: ReZero spline couplings (coupling only): a learned gate from 0 scales each
+            conditioner's output (:class:`~.splines.SplineCoupling`), the conditioners keep
+            PyTorch's default initialization.
 
     Example:
         >>> model = nsf((2,), num_steps=2, hidden=16, transform="autoregressive", bins=4)
@@ -645,6 +649,8 @@ def nsf(
     if hidden_dims is not None and image:
         raise ValueError("hidden_dims applies to vector conditioners; image couplings have `hidden` conv channels")
     widths = (hidden, hidden) if hidden_dims is None else check_dims("hidden_dims", hidden_dims)
+    if rezero and transform != "coupling":
+        raise ValueError("rezero (--rezero) applies to nsf's spline couplings (transform='coupling') only")
     if not image:
         if num_levels is not None:
             raise ValueError("num_levels applies to nsf's multi-scale image models (transform='coupling') only")
@@ -654,9 +660,10 @@ def nsf(
                 return [
                     SplineCoupling(
                         channel_mask((dim,), k % 2),
-                        CouplingMLP(dim, dim * params, hidden, context_dim, widths),
+                        CouplingMLP(dim, dim * params, hidden, context_dim, widths, zero_init=not rezero),
                         bins,
                         tail_bound,
+                        rezero=rezero,
                     )
                     for k in range(num_steps)
                 ]
@@ -677,8 +684,8 @@ def nsf(
 
     def coupling(mask: torch.Tensor) -> Bijection:
         c = mask.shape[0]
-        net = CouplingCNN(c, c * params, hidden, context_dim)
-        return SplineCoupling(mask, net, bins, tail_bound)
+        net = CouplingCNN(c, c * params, hidden, context_dim, zero_init=not rezero)
+        return SplineCoupling(mask, net, bins, tail_bound, rezero=rezero)
 
     flow = FlowSequence([_multiscale(shape, levels, num_steps, coupling), Logit(3, alpha)])
     return FlowDensity(flow, shape, context_dim=context_dim, name="nsf", unit_interval=True)

@@ -81,6 +81,10 @@ class SplineCoupling(Bijection):
         bins: ``K >= 2``.
         tail_bound: ``B > 0``: the splines act on ``[-B, B]``, the identity outside.
         bin_scale: the factor of the raw widths and heights (nflows: ``1 / sqrt(hidden width)``).
+        rezero: ReZero (Bachlechner et al. 2020) for splines: a learned scalar ``alpha`` from 0 gates
+            the raw parameters, ``theta = alpha * net(m * z, context)``, so the layer starts as the
+            identity whatever the net's initialization (pair it with a net that is not
+            zero-initialized; with both at zero no gradient reaches either).
 
     Example:
         >>> from vaeflows.density.layers import channel_mask
@@ -93,16 +97,29 @@ class SplineCoupling(Bijection):
 
     mask: Tensor
 
-    def __init__(self, mask: Tensor, net: nn.Module, bins: int = 8, tail_bound: float = 3.0, bin_scale: float = 1.0):
+    def __init__(
+        self,
+        mask: Tensor,
+        net: nn.Module,
+        bins: int = 8,
+        tail_bound: float = 3.0,
+        bin_scale: float = 1.0,
+        rezero: bool = False,
+    ):
         super().__init__(mask.dim())
         self.bins, self.tail_bound = _check(bins, tail_bound)
         self.register_buffer("mask", mask)
         self.net = net
         self.bin_scale = bin_scale
+        self.rezero = rezero
+        if rezero:
+            self.alpha = nn.Parameter(torch.zeros(()))
 
     def _couple(self, v: Tensor, context: Optional[Tensor], inverse: bool) -> Pair:
         n = self.event_ndim
         raw = self.net(v * self.mask, context)
+        if self.rezero:
+            raw = self.alpha * raw
         # (..., E0 * P, *rest) -> (..., E0, *rest, P): the parameters of each element last.
         raw = raw.unflatten(-n, (self.mask.shape[0], spline_params_per_dim(self.bins))).movedim(-n, -1)
         out, ladj = _spline(v, _split_raw(raw, self.bins), self.tail_bound, self.bin_scale, inverse)
