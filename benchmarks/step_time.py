@@ -256,9 +256,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     code = package_version()
     print(machine())
     data = load_dataset("binarized-mnist", args.data_dir)
+    rows: List[dict] = []
     with pyro.validation_enabled(False):
-        rows = [time_steps(arch, flow, data, device, args, print) for arch in archs for flow in flows]
-    print(write_results(args, argv, code, device, rows))
+        for arch in archs:
+            for flow in flows:
+                rows.append(time_steps(arch, flow, data, device, args, print))
+                text = write_results(args, argv, code, device, rows)  # after every row: a run cut short keeps them
+    print(text)
     print(f"wrote {args.out}")
     return 0
 

@@ -236,3 +236,141 @@ def test_idf_codec_round_trips_every_image_and_writes_the_table(tmp_path, monkey
     text = out.read_text()
     assert "20 of 20 decoded bit-exactly" in text
     assert sum(line.startswith("| ") for line in text.splitlines()) == 1 + 8  # the header and 8 codes
+
+
+def test_density_vs_peer_nsf_suite_writes_every_row(tmp_path):
+    pytest.importorskip("zuko")
+    pytest.importorskip("normflows")
+    density_vs_peer = _load("density_vs_peer")
+    out = tmp_path / "nsf.md"
+    argv = ["--suite", "nsf", "--iters2d", "2", "--batch2d", "16", "--seeds", "0,1", "--nsf-steps", "1"]
+    assert density_vs_peer.main([*argv, "--hidden", "4", "--bins", "3", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "|---" not in line][1:]
+    assert len(rows) == 8 and {row.split(" | ")[1] for row in rows} == {"coupling", "autoregressive"}
+    assert all("nan" not in row.lower() for row in rows)
+
+
+def _peer_rows(text: str):
+    return [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+def test_peers_trains_vaeflows_and_every_peer_on_each_flow(tmp_path):
+    """peers.py at a tiny budget: a row per library and flow, with finite figures."""
+    pytest.importorskip("zuko")
+    pytest.importorskip("normflows")
+    out = tmp_path / "peers.md"
+    peers = _load("peers")
+    argv = ["--data-dir", str(DATA), "--steps", "2", "--block", "1", "--latent-dim", "4", "--batch-size", "10"]
+    assert peers.main([*argv, "--test-points", "20", "--test-batch", "10", "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = _peer_rows(text)
+    assert rows == [
+        ["| none", "vaeflows"],
+        ["| none", "Pyro"],
+        ["| planar", "vaeflows"],
+        ["| planar", "Pyro"],
+        ["| planar", "normflows"],
+        ["| iaf", "vaeflows"],
+        ["| iaf", "Pyro"],
+        ["| iaf-affine", "vaeflows"],
+        ["| iaf-affine", "Pyro"],
+        ["| iaf-affine", "zuko"],
+        ["| iaf-affine", "normflows"],
+        ["| householder", "vaeflows"],
+        ["| householder", "Pyro"],
+    ]
+    for line in text.splitlines():
+        if line.startswith("| ") and "---" not in line and "library" not in line:
+            elbo = float(line.split(" | ")[5])
+            assert math.isfinite(elbo) and elbo > 0, line
+    assert "Where vaeflows loses" in text
+
+
+def test_peers_skips_a_missing_peer_and_says_how_to_install_it(tmp_path, monkeypatch):
+    out = tmp_path / "peers.md"
+    peers = _load("peers")
+    real = peers.peer_missing
+    monkeypatch.setattr(peers, "peer_missing", lambda package: real("no_such_package_x") if package == "zuko" else None)
+    argv = ["--data-dir", str(DATA), "--flows", "iaf-affine", "--peers", "Pyro,zuko", "--steps", "1", "--block", "1"]
+    assert peers.main([*argv, "--latent-dim", "2", "--batch-size", "5", "--test-points", "10", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert [row[1] for row in _peer_rows(text)] == ["vaeflows", "Pyro"]
+    assert "zuko (iaf-affine): skipped: no_such_package_x missing (pip install -e '.[bench]')" in text
+
+
+def test_device_suite_records_a_missing_package_a_failure_and_a_timeout_and_goes_on(tmp_path):
+    """The suite's bookkeeping, with stand-in parts: each outcome is recorded and the next part runs."""
+    suite = _load("device_suite")
+    py = [sys.executable, "-c"]
+
+    def part(name, needs, code, budget=20):
+        return suite.Part(name, budget, needs, lambda ctx: [py + [code]], lambda ctx: tmp_path / f"{name}.md")
+
+    parts = [
+        part("missing", ("no_such_package_x",), "pass"),
+        part("fails", (), "import sys; print('boom'); sys.exit(3)"),
+        part("slow", (), "import time; time.sleep(60)", budget=1),
+        part("ok", (), f"open({str(tmp_path / 'ok.md')!r}, 'w').write('x')"),
+        part("no_file", (), "pass"),
+        part("tests_fail", (), "import sys; sys.exit(1)"),
+    ]
+    parts[-1].finish = lambda ctx, lines, commands: (tmp_path / "tests_fail.md").write_text("failures listed")
+    parts[-1].finish_on_failure = True
+    ctx = suite.Context(dry=False, out_dir=tmp_path, log_dir=tmp_path / "logs", data_dir=str(DATA))
+    records = suite.run_suite(ctx, parts, total=60, echo=lambda line: None)
+    assert [r["part"].status for r in records] == [
+        "skipped: no_such_package_x missing",
+        "failed (exit 3)",
+        "timed out after 1 s",
+        "ok",
+        "failed: no results file",
+        "failed (exit 1)",
+    ]
+    assert (tmp_path / "tests_fail.md").exists()  # the tests' results are written even when some fail
+    assert records[1]["tail"] == ["boom"] and records[2]["seconds"] < 30
+    text = suite.write_summary(ctx, records, 60).read_text()
+    assert "| fails | failed (exit 3) |" in text and "## fails: the end of its log" in text
+
+
+def test_device_suite_dry_run_runs_every_part_on_the_cpu(tmp_path):
+    """``device_suite.py --dry-run``: every part of the GPU suite, the same scripts at tiny sizes."""
+    suite = _load("device_suite")
+    assert suite.main(["--dry-run", "--out-dir", str(tmp_path)]) == 0
+    summary = (tmp_path / "device_suite_cpu.md").read_text()
+    statuses = {}
+    for line in summary.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0] in {p.name for p in suite.PARTS}:
+            statuses[cells[0]] = cells[1]
+    assert list(statuses) == [p.name for p in suite.PARTS]
+    for name, status in statuses.items():
+        assert status == "ok" or status.startswith("skipped: ") and status.endswith(" missing"), (name, status)
+    for part in suite.PARTS:
+        if statuses[part.name] == "ok":
+            assert part.output(suite.Context(True, tmp_path, tmp_path, str(DATA))).exists(), part.name
+
+
+def test_rezero_bases_benchmark_writes_a_row_per_variant(tmp_path):
+    """benchmarks/rezero_bases.py at a tiny budget: every toy variant, and on MNIST (where the
+    shared data are there) the baseline, the learned prior and the MADE base."""
+    out = tmp_path / "rezero_bases.md"
+    bench = _load("rezero_bases")
+    argv = [
+        *("--datasets", "moons", "--seeds", "1", "--toy-iters", "4", "--toy-steps-per-flow", "2"),
+        *("--toy-hidden", "8", "--batch", "16", "--eval-every", "2", "--results", str(out)),
+    ]
+    mnist = (DATA / "MNIST").exists()
+    if mnist:
+        argv += ["--data-dir", str(DATA), "--mnist-iters", "2", "--mnist-train", "64", "--mnist-test", "8"]
+        argv += ["--mnist-batch", "4", "--mnist-steps-per-level", "1", "--mnist-hidden", "4"]
+        argv += ["--mnist-variants", "baseline,learned-prior,made"]
+    else:
+        argv += ["--mnist-iters", "0"]
+    assert bench.main(argv) == 0
+    rows = [
+        line.split(" | ")[0] for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    expected = ["| variant", "| baseline", "| rezero", "| mixture", "| made"]
+    if mnist:
+        expected += ["| variant", "| baseline", "| learned-prior", "| made"]
+    assert rows == expected

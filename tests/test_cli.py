@@ -252,3 +252,13 @@ def test_a_prior_option_of_another_prior_is_a_one_line_error(tmp_path):
     assert_one_line_error(code, err, "--num-pseudo-inputs applies to --prior vamp only")
     code, _, err = run([*TRAIN, "--prior-flow", "nice", "--out", tmp_path / "run"])
     assert_one_line_error(code, err, "--prior-flow applies to --prior flow only")
+
+
+def test_density_base_and_coupling_flags_of_other_flows_are_one_line_errors(tmp_path):
+    density = ["density", "train", "--dataset", "moons", "--epochs", "1", "--out", tmp_path / "run"]
+    code, _, err = run([*density, "--flow", "nice", "--rezero"])
+    assert_one_line_error(code, err, "--rezero applies to --flow realnvp, glow or nsf only")
+    code, _, err = run([*density, "--flow", "maf", "--learned-prior"])
+    assert_one_line_error(code, err, "--learned-prior applies to --flow realnvp or glow only")
+    code, _, err = run([*density, "--flow", "nice", "--base-components", "3"])
+    assert_one_line_error(code, err, "--base-components applies to --base mixture only")

@@ -37,6 +37,30 @@ FLOW_OPTIONS = {
     "iaf_hidden": ("flow_hidden_dims", {"iaf"}),
 }
 
+#: ``vaeflows density`` flag -> (builder keyword, the flows it applies to): ``density train``'s
+#: options of nsf, ``density energy``'s of the spline posterior flows.
+SPLINE_FLOWS = {"spline-autoregressive", "spline-coupling"}
+DENSITY_TRAIN_OPTIONS = {
+    "transform": ("transform", {"nsf"}),
+    "bins": ("bins", {"nsf"}),
+    "tail_bound": ("tail_bound", {"nsf"}),
+}
+ENERGY_OPTIONS = {"bins": ("count_bins", SPLINE_FLOWS), "tail_bound": ("bound", SPLINE_FLOWS)}
+
+
+def _flow_flags(args: argparse.Namespace, table: dict) -> dict:
+    """The builder options of the flags of ``table`` that were given; a flag of another flow is
+    an error naming the flows it applies to."""
+    options = {}
+    for flag, (keyword, flows) in table.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if args.flow not in flows:
+            raise ValueError(f"--{flag.replace('_', '-')} applies to --flow {' or '.join(sorted(flows))} only")
+        options[keyword] = value
+    return options
+
 
 RESUME_HELP = (
     "run directory; one that holds a run is resumed, with the run's own training settings "
@@ -164,7 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_density_commands(commands) -> None:
     """``vaeflows density train|energy``: maximum likelihood and reverse-KL fits of flows."""
-    from vaeflows.density import DENSITY_DATASETS, DENSITY_FLOWS, DEQUANTIZERS, ENERGIES, INTEGER_FLOWS
+    from vaeflows.density import (
+        BASES,
+        DENSITY_DATASETS,
+        DENSITY_FLOWS,
+        DEQUANTIZERS,
+        ENERGIES,
+        INTEGER_FLOWS,
+        NSF_TRANSFORMS,
+    )
 
     density = commands.add_parser("density", help="density estimation and energy fits with flows")
     actions = density.add_subparsers(dest="density_command", required=True)
@@ -184,12 +216,30 @@ def _add_density_commands(commands) -> None:
     train.add_argument("--num-train", type=POSITIVE_INT, help="training points (toy: generated, default 20000)")
     train.add_argument("--dequantization", choices=list(DEQUANTIZERS), help="8-bit data (mnist) only (default uniform)")
     train.add_argument("--conditional", action="store_true", help="class-conditional flow (mnist)")
+    train.add_argument(
+        "--transform",
+        choices=list(NSF_TRANSFORMS),
+        help="nsf: spline coupling (default) or autoregressive (MADE) steps",
+    )
+    train.add_argument("--base", choices=list(BASES), default="normal", help="base distribution (default normal)")
+    train.add_argument("--base-components", type=POSITIVE_INT, help="components of --base mixture (default 8)")
+    train.add_argument(
+        "--learned-prior", action="store_true", help="Glow's learned split and top priors (realnvp, glow)"
+    )
+    train.add_argument("--rezero", action="store_true", help="ReZero couplings (realnvp, glow, nsf)")
     energy = actions.add_parser("energy", help="fit a posterior flow to U1-U4 by reverse KL")
     energy.add_argument("--energy", required=True, choices=list(ENERGIES))
     energy.add_argument("--flow", default="planar", choices=list(POSTERIOR_FLOWS))
     energy.add_argument("--num-flows", type=POSITIVE_INT, default=16)
     energy.add_argument("--steps-per-epoch", type=POSITIVE_INT, default=100)
     energy.add_argument("--warmup", type=COUNT, default=20, help="epochs of beta annealing")
+    for action, flows in ((train, "nsf"), (energy, "spline-coupling/-autoregressive")):
+        action.add_argument(
+            "--bins", type=_checked(check_int, int, minimum=2), help=f"{flows}: spline bins (default 8)"
+        )
+        action.add_argument(
+            "--tail-bound", type=POSITIVE, help=f"{flows}: splines on [-B, B], the identity outside (default 3)"
+        )
     for action, (epochs, batch, lr) in ((train, (100, 256, 1e-3)), (energy, (50, 256, 1e-3))):
         action.add_argument("--epochs", type=POSITIVE_INT, default=epochs)
         action.add_argument("--batch-size", type=POSITIVE_INT, default=batch)
@@ -267,15 +317,17 @@ def _density(args: argparse.Namespace) -> None:
             progress=not args.no_progress,
             allow_changes=args.allow_changes,
             logs=args.log,
+            flow_options=_flow_flags(args, ENERGY_OPTIONS) or None,
         )
         return
-    options = {"num_steps": args.num_steps, "hidden": args.hidden}
+    options = {"num_steps": args.num_steps, "hidden": args.hidden, **_flow_flags(args, DENSITY_TRAIN_OPTIONS)}
     if args.num_levels is not None:
-        if args.flow not in ("realnvp", "glow", *INTEGER_FLOWS):
-            raise ValueError("--num-levels applies to --flow realnvp, glow or idf only (multi-scale on images)")
+        if args.flow not in ("realnvp", "glow", "nsf", *INTEGER_FLOWS):
+            raise ValueError("--num-levels applies to --flow realnvp, glow, nsf or idf only (multi-scale on images)")
         options["num_levels"] = args.num_levels
     if args.dequantization is not None and args.flow in INTEGER_FLOWS:
         raise ValueError(f"--dequantization does not apply to --flow {args.flow}: it models the 8-bit values exactly")
+    options.update(_density_extras(args))
     if args.dequantization is not None and args.dataset in TOY_DATASETS:
         raise ValueError(f"--dequantization applies to 8-bit data (mnist) only; {args.dataset} is continuous")
     train_density(
@@ -293,6 +345,27 @@ def _density(args: argparse.Namespace) -> None:
         allow_changes=args.allow_changes,
         logs=args.log,
     )
+
+
+def _density_extras(args: argparse.Namespace) -> dict:
+    """The builder options of ``--base``, ``--base-components``, ``--learned-prior``, ``--rezero``."""
+    options: dict = {}
+    for flag, name, flows in (
+        ("learned_prior", "--learned-prior", ("realnvp", "glow")),
+        ("rezero", "--rezero", ("realnvp", "glow", "nsf")),
+    ):
+        if getattr(args, flag):
+            if args.flow not in flows:
+                listed = f"{', '.join(flows[:-1])} or {flows[-1]}"
+                raise ValueError(f"{name} applies to --flow {listed} only (their couplings and factor-outs)")
+            options[flag] = True
+    if args.base_components is not None and args.base != "mixture":
+        raise ValueError("--base-components applies to --base mixture only")
+    if args.base != "normal":
+        options["base"] = args.base
+        if args.base_components is not None:
+            options["base_options"] = {"num_components": args.base_components}
+    return options
 
 
 #: CLI flag -> (the prior option it sets, the prior it applies to).

@@ -1,8 +1,10 @@
-"""Density estimation with normalizing flows: NICE, RealNVP, MAF, Glow, residual flows and FFJORD,
-dequantization, energies; integer discrete flows for lossless compression of 8-bit images.
+"""Density estimation with normalizing flows: NICE, RealNVP, MAF, Glow, residual flows, FFJORD and
+neural spline flows (NSF), dequantization, energies; integer discrete flows for lossless compression
+of 8-bit images.
 
-Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``)
-and scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``.
+Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``) and
+scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``. Every
+flow takes a learnable base (``density_flow(name, shape, base="mixture" | "made")``, :data:`BASES`).
 The registry :data:`DENSITY_FLOWS` drives the builders, the CLI (``vaeflows density train``), the
 tests and the benchmarks. Posterior flows without an inverse (planar, radial, Sylvester) fit
 unnormalized 2-D energies by reverse KL instead (:func:`fit_energy`).
@@ -14,6 +16,7 @@ Example:
     (torch.Size([3]), torch.Size([2, 1, 8, 8]))
 """
 
+from .bases import BASES, Base, MADEBase, MixtureBase, StandardNormalBase, build_base
 from .codec import compress_images, decompress_images, model_bits
 from .data import DENSITY_DATASETS, DensityData, load_density_data, load_mnist_8bit
 from .dequantization import (
@@ -24,7 +27,19 @@ from .dequantization import (
     dequantized_log_likelihood,
 )
 from .energy import EnergyFit, fit_energy, log_partition_on_box
-from .flows import DENSITY_FLOWS, FlowDensity, density_flow, ffjord, glow, maf, nice, realnvp, residual
+from .flows import (
+    DENSITY_FLOWS,
+    NSF_TRANSFORMS,
+    FlowDensity,
+    density_flow,
+    ffjord,
+    glow,
+    maf,
+    nice,
+    nsf,
+    realnvp,
+    residual,
+)
 from .freeform import CNFBlock, ResidualBlock
 from .integer import (
     INTEGER_FLOWS,
@@ -50,6 +65,7 @@ from .layers import (
     Squeeze,
     Unsqueeze,
 )
+from .splines import SplineCoupling, SplineMAFStep
 from .toy import ENERGIES, TOY_DATASETS, toy_data
 from .training import DensityModel, evaluate_density, load_density_run, train_density
 
@@ -63,6 +79,14 @@ __all__ = [
     "glow",
     "residual",
     "ffjord",
+    "nsf",
+    "NSF_TRANSFORMS",
+    "BASES",
+    "Base",
+    "StandardNormalBase",
+    "MixtureBase",
+    "MADEBase",
+    "build_base",
     "ResidualBlock",
     "CNFBlock",
     "Bijection",
@@ -76,6 +100,8 @@ __all__ = [
     "FactorOut",
     "Flatten",
     "Logit",
+    "SplineCoupling",
+    "SplineMAFStep",
     "DEQUANTIZERS",
     "UniformDequantizer",
     "VariationalDequantizer",

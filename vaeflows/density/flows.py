@@ -23,13 +23,14 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from vaeflows.checks import check_int
+from vaeflows.checks import check_dims, check_int
 
+from .bases import Base, StandardNormalBase, build_base, standard_normal_log_prob
 from .freeform import CNFBlock, ResidualBlock
 from .layers import (
     ActNorm,
@@ -46,7 +47,8 @@ from .layers import (
     channel_mask,
     checkerboard_mask,
 )
-from .nets import CouplingCNN, CouplingMLP
+from .nets import CouplingCNN, CouplingMLP, ZeroConv
+from .splines import SplineCoupling, SplineMAFStep, spline_params_per_dim
 
 __all__ = [
     "DENSITY_FLOWS",
@@ -58,6 +60,8 @@ __all__ = [
     "glow",
     "residual",
     "ffjord",
+    "nsf",
+    "NSF_TRANSFORMS",
     "standard_normal_log_prob",
 ]
 
@@ -65,14 +69,12 @@ Shape = Tuple[int, ...]
 LOG_2PI = math.log(2 * math.pi)
 
 
-def standard_normal_log_prob(z: torch.Tensor, event_ndim: int) -> torch.Tensor:
-    """``log N(z; 0, I)`` summed over the last ``event_ndim`` dims."""
-    size = math.prod(z.shape[z.dim() - event_ndim :])
-    return -0.5 * (z.pow(2).flatten(-event_ndim).sum(-1) + size * LOG_2PI)
-
-
 class FlowDensity(nn.Module):
-    """A normalizing-flow density: ``x = flow(z)``, ``z ~ N(0, I)`` of shape ``noise_shape``.
+    """A normalizing-flow density: ``x = flow(z)``, ``z ~ p_0`` of shape ``noise_shape``.
+
+    ``p_0`` is ``N(0, I)`` unless a learnable ``base`` of :data:`~.bases.BASES` is given
+    (``density_flow(..., base="mixture")``); :meth:`base_distribution` is it as a Pyro
+    distribution.
 
     Direction: noise to data; :meth:`log_prob` goes through the inverse.
 
@@ -86,16 +88,18 @@ class FlowDensity(nn.Module):
         name: the flow's registry name.
         unit_interval: the model is of pixels in ``[0, 1]`` (RealNVP's and Glow's image models):
             :meth:`log_prob` refuses values outside it.
+        base: the base distribution on ``noise_shape`` (default :class:`~.bases.StandardNormalBase`).
 
     Shapes:
         ``log_prob``: ``x`` ``(..., *event_shape)`` -> ``(...)``; ``sample(n)`` -> ``(n, *event_shape)``.
 
     As a Pyro distribution: ``flow`` is a Pyro transform from noise to data (domain event dims
     ``len(noise_shape)``, codomain ``len(event_shape)``), so it goes into
-    ``TransformedDistribution`` as it is, **not** ``.inv``, on the standard normal of
-    ``noise_shape``; its ``log_prob`` is this model's (unconditional models only: a transform
-    takes no context). :meth:`log_prob` is the cheaper route, one inverse pass where
-    ``TransformedDistribution`` runs two (the inverse, then the log-det from the data side).
+    ``TransformedDistribution`` as it is, **not** ``.inv``, on :meth:`base_distribution` (the
+    standard normal of ``noise_shape`` by default); its ``log_prob`` is this model's (unconditional
+    models only: a transform takes no context). :meth:`log_prob` is the cheaper route, one inverse
+    pass where ``TransformedDistribution`` runs two (the inverse, then the log-det from the data
+    side).
 
     Example:
         >>> import pyro.distributions as dist
@@ -118,6 +122,7 @@ class FlowDensity(nn.Module):
         context_dim: Optional[int] = None,
         name: str = "",
         unit_interval: bool = False,
+        base: Optional[Base] = None,
     ) -> None:
         super().__init__()
         self.flow = flow
@@ -128,10 +133,19 @@ class FlowDensity(nn.Module):
         self.unit_interval = unit_interval
         self.check_values = True  # NaN/inf checks in log_prob; trainers check the data once instead
         self.register_buffer("_reference", torch.zeros(()))
+        self.base: Base = StandardNormalBase(self.noise_shape) if base is None else base
+        if self.base.shape != self.noise_shape:
+            raise ValueError(f"a base on events {self.base.shape} for noise of shape {self.noise_shape}")
 
     def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """``log N(z; 0, I)`` summed over the noise event."""
-        return standard_normal_log_prob(z, len(self.noise_shape))
+        """``log p_0(z)`` summed over the noise event (``log N(z; 0, I)`` by default)."""
+        return self.base.log_prob(z)
+
+    def base_distribution(self) -> torch.distributions.Distribution:
+        """The base ``p_0`` as a Pyro distribution of event shape ``noise_shape`` (the model's
+        dtype and device): ``TransformedDistribution(model.base_distribution(), [model.flow])``
+        is the model (unconditional models)."""
+        return self.base.distribution(self._reference)
 
     def _check_context(self, context: Optional[torch.Tensor]) -> None:
         if self.context_dim is None:
@@ -183,7 +197,7 @@ class FlowDensity(nn.Module):
         """``n`` samples, shape ``(n, *event_shape)``; a context broadcasts against ``(n,)``."""
         check_int("n", n, minimum=0)
         self._check_context(context)
-        z = torch.randn(n, *self.noise_shape, dtype=self._reference.dtype, device=self._reference.device)
+        z = self.base.sample(n, self._reference)
         return self.flow.forward_and_ladj(z, context)[0]
 
 
@@ -233,6 +247,18 @@ def _only_for_images(shape: Shape, num_levels: Optional[int]) -> int:
     if len(shape) == 1 and num_levels is not None:
         raise ValueError("num_levels applies to image models (C, H, W) only")
     return 2 if num_levels is None else num_levels
+
+
+def _learned_top(learned: bool) -> Callable[[Shape], List[Bijection]]:
+    """The learned top-level prior, as the first layer on the noise side: a per-channel affine map
+    from the identity (``N(0, I)`` noise becomes ``N(mu, sigma^2)``), or nothing."""
+    return lambda shape: [ActNorm(shape, data_init=False)] if learned else []
+
+
+def _split_prior(learned: bool, channels: int, context_dim: Optional[int]) -> Optional[nn.Module]:
+    """The conditional prior net of a :class:`~.layers.FactorOut` factoring out ``channels`` of
+    ``2 * channels``, zero-initialized (starts at ``N(0, I)``), or ``None``."""
+    return ZeroConv(channels, 2 * channels, context_dim) if learned else None
 
 
 def nice(
@@ -300,6 +326,8 @@ def realnvp(
     num_levels: Optional[int] = None,
     context_dim: Optional[int] = None,
     alpha: float = 0.05,
+    learned_prior: bool = False,
+    rezero: bool = False,
 ) -> FlowDensity:
     """RealNVP: affine couplings; on images multi-scale with checkerboard and channel masks.
 
@@ -318,18 +346,33 @@ def realnvp(
         num_levels: scales (images only; default 2).
         context_dim: context size for a conditional model.
         alpha: the logit margin (images only).
+        learned_prior: Glow's learned priors in place of ``N(0, I)``: at each factor-out,
+            ``N(mu, sigma^2)`` of the factored channels from a zero-initialized conv of the kept
+            ones (:class:`~.layers.FactorOut`), and a learned per-channel ``N(mu, sigma^2)`` of
+            the last level's noise (an :class:`~.layers.ActNorm` from the identity); both start
+            at ``N(0, I)``. On vectors: the latter only.
+        rezero: ReZero couplings (:class:`~.layers.Coupling`): learned gates from 0, the
+            conditioners at PyTorch's default initialization.
     """
     _check_sizes(num_steps, hidden)
     shape = _sizes(event_shape)
     levels = _only_for_images(shape, num_levels)
+    top = _learned_top(learned_prior)
     if len(shape) == 1:
         dim = shape[0]
         return _vector_model(
             "realnvp",
             shape,
             lambda _: [
-                Coupling(channel_mask(shape, k % 2), CouplingMLP(dim, 2 * dim, hidden, context_dim))
-                for k in range(num_steps)
+                *top(shape),
+                *(
+                    Coupling(
+                        channel_mask(shape, k % 2),
+                        CouplingMLP(dim, 2 * dim, hidden, context_dim, zero_init=not rezero),
+                        rezero=rezero,
+                    )
+                    for k in range(num_steps)
+                ),
             ],
             context_dim,
         )
@@ -341,7 +384,11 @@ def realnvp(
             layer
             for k in range(count)
             for layer in (
-                Coupling(mask(level_shape, k % 2), CouplingCNN(c, 2 * c, hidden, context_dim)),
+                Coupling(
+                    mask(level_shape, k % 2),
+                    CouplingCNN(c, 2 * c, hidden, context_dim, zero_init=not rezero),
+                    rezero=rezero,
+                ),
                 ActNorm(level_shape),
             )
         ]
@@ -349,12 +396,14 @@ def realnvp(
     def level(level_shape: Shape, left: int) -> FlowSequence:
         c, h, w = level_shape
         if left == 1:
-            return FlowSequence(couplings(level_shape, checkerboard_mask, num_steps + 1))
+            return FlowSequence([*top(level_shape), *couplings(level_shape, checkerboard_mask, num_steps + 1)])
         squeezed = (4 * c, h // 2, w // 2)
         return FlowSequence(
             [
                 Squeeze(),
-                FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c),
+                FactorOut(
+                    level((2 * c, h // 2, w // 2), left - 1), 2 * c, _split_prior(learned_prior, 2 * c, context_dim)
+                ),
                 *couplings(squeezed, channel_mask, num_steps),
                 Unsqueeze(),
                 *couplings(level_shape, checkerboard_mask, num_steps),
@@ -371,6 +420,8 @@ def glow(
     hidden: int = 64,
     num_levels: Optional[int] = None,
     context_dim: Optional[int] = None,
+    learned_prior: bool = False,
+    rezero: bool = False,
 ) -> FlowDensity:
     """Glow: steps of ActNorm, invertible 1x1 convolution (LU) and affine coupling; multi-scale.
 
@@ -385,10 +436,24 @@ def glow(
         hidden: MLP width (vectors) or conv channels (images).
         num_levels: scales (images only; default 2).
         context_dim: context size for a conditional model.
+        learned_prior: Glow's learned priors in place of ``N(0, I)`` (the paper's split prior
+            and learned top prior): at each factor-out, ``N(mu, sigma^2)`` of the factored
+            channels from a zero-initialized 3x3 conv of the kept ones
+            (:class:`~.layers.FactorOut`), and a learned per-channel ``N(mu, sigma^2)`` of the
+            last level's noise (an :class:`~.layers.ActNorm` from the identity); both start at
+            ``N(0, I)``. On vectors: the latter only.
+        rezero: ReZero couplings (:class:`~.layers.Coupling`): learned gates from 0, the
+            conditioners at PyTorch's default initialization.
+
+    Example:
+        >>> model = glow((1, 8, 8), num_steps=1, hidden=8, learned_prior=True, rezero=True)
+        >>> model.log_prob(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2])
     """
     _check_sizes(num_steps, hidden)
     shape = _sizes(event_shape)
     levels = _only_for_images(shape, num_levels)
+    top = _learned_top(learned_prior)
 
     def steps(step_shape: Shape) -> List[Bijection]:
         c = step_shape[0]
@@ -397,20 +462,30 @@ def glow(
             layer
             for _ in range(num_steps)
             for layer in (
-                Coupling(channel_mask(step_shape, 0), net(c, 2 * c, hidden, context_dim), "sigmoid"),
+                Coupling(
+                    channel_mask(step_shape, 0),
+                    net(c, 2 * c, hidden, context_dim, zero_init=not rezero),
+                    "sigmoid",
+                    rezero=rezero,
+                ),
                 InvertibleLinear(step_shape),
                 ActNorm(step_shape),
             )
         ]
 
     if len(shape) == 1:
-        return _vector_model("glow", shape, lambda _: steps(shape), context_dim)
+        return _vector_model("glow", shape, lambda _: [*top(shape), *steps(shape)], context_dim)
     _check_levels(shape, levels, levels)
 
     def level(level_shape: Shape, left: int) -> FlowSequence:
         c, h, w = level_shape
-        inner = [] if left == 1 else [FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c)]
-        return FlowSequence([Squeeze(), *inner, *steps((4 * c, h // 2, w // 2)), Unsqueeze()])
+        squeezed = (4 * c, h // 2, w // 2)
+        if left == 1:
+            inner = top(squeezed)
+        else:
+            prior = _split_prior(learned_prior, 2 * c, context_dim)
+            inner = [FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c, prior)]
+        return FlowSequence([Squeeze(), *inner, *steps(squeezed), Unsqueeze()])
 
     return FlowDensity(level(shape, levels), shape, context_dim=context_dim, name="glow", unit_interval=True)
 
@@ -482,6 +557,140 @@ def ffjord(
     return _vector_model("ffjord", event_shape, layers, context_dim)
 
 
+def _multiscale(
+    shape: Shape, levels: int, num_steps: int, coupling: Callable[[torch.Tensor], Bijection]
+) -> FlowSequence:
+    """RealNVP's multi-scale stack on ``(C, H, W)`` (see :func:`realnvp`), every coupling built
+    by ``coupling(mask)`` from its 0/1 mask (whose shape is the level's) and followed by an ActNorm."""
+
+    def couplings(level_shape: Shape, mask: Callable, count: int) -> List[Bijection]:
+        return [layer for k in range(count) for layer in (coupling(mask(level_shape, k % 2)), ActNorm(level_shape))]
+
+    def level(level_shape: Shape, left: int) -> FlowSequence:
+        c, h, w = level_shape
+        if left == 1:
+            return FlowSequence(couplings(level_shape, checkerboard_mask, num_steps + 1))
+        return FlowSequence(
+            [
+                Squeeze(),
+                FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c),
+                *couplings((4 * c, h // 2, w // 2), channel_mask, num_steps),
+                Unsqueeze(),
+                *couplings(level_shape, checkerboard_mask, num_steps),
+            ]
+        )
+
+    return level(shape, levels)
+
+
+#: The forms of :func:`nsf`'s steps.
+NSF_TRANSFORMS = ("coupling", "autoregressive")
+
+
+def nsf(
+    event_shape: Sequence[int],
+    num_steps: int = 4,
+    hidden: int = 64,
+    num_levels: Optional[int] = None,
+    context_dim: Optional[int] = None,
+    transform: str = "coupling",
+    bins: int = 8,
+    tail_bound: float = 3.0,
+    hidden_dims: Optional[Sequence[int]] = None,
+    alpha: float = 0.05,
+    rezero: bool = False,
+) -> FlowDensity:
+    """Neural spline flow: monotonic rational-quadratic spline steps, coupling or autoregressive.
+
+    Direction: noise to data; ``log_prob`` runs the splines' exact (analytic) inverse. Every
+    transformed element goes through a spline of ``bins`` bins on ``[-tail_bound, tail_bound]``,
+    the identity outside it (:func:`~vaeflows.transforms.spline.rational_quadratic_spline`).
+
+    * ``transform="coupling"`` (RQ-NSF (C)): vectors, ``num_steps``
+      :class:`~.splines.SplineCoupling` layers on alternating halves, each conditioner an MLP of
+      ``hidden_dims`` (default ``(hidden, hidden)``) ReLU units with a zero last layer (every step
+      starts as the identity). Images: RealNVP's multi-scale stack (see :func:`realnvp`:
+      checkerboard and channel masks, squeeze, factor-out, ActNorm after each coupling, a
+      :class:`~.layers.Logit` on the data side, so images are modelled on ``[0, 1]``) with spline
+      couplings whose conditioners are conv nets of ``hidden`` channels.
+    * ``transform="autoregressive"`` (RQ-NSF (AR)): ``num_steps`` :class:`~.splines.SplineMAFStep`
+      layers, MADEs of ``hidden_dims`` (each ``>= D``), the order reversed every other step;
+      density in one MADE pass per step, sampling in ``D``. Images are flattened.
+
+    Args:
+        event_shape: ``(D,)`` or ``(C, H, W)``; multi-scale: ``H``, ``W`` divisible by ``2**(num_levels-1)``.
+        num_steps: spline steps (per group on images).
+        hidden: MLP width, MADE width or conv channels.
+        num_levels: scales (images, coupling only; default 2).
+        context_dim: context size for a conditional model (fed to every conditioner).
+        transform: ``"coupling"`` or ``"autoregressive"``.
+        bins: spline bins ``K >= 2`` (zuko's and normflows' 8).
+        tail_bound: ``B > 0`` (normflows' 3; zuko's 5).
+        hidden_dims: vector conditioners' hidden widths, in place of ``(hidden, hidden)``.
+        alpha: the logit margin (images, coupling only).
+        rezero: ReZero spline couplings (coupling only): a learned gate from 0 scales each
+            conditioner's output (:class:`~.splines.SplineCoupling`), the conditioners keep
+            PyTorch's default initialization.
+
+    Example:
+        >>> model = nsf((2,), num_steps=2, hidden=16, transform="autoregressive", bins=4)
+        >>> x = model.sample(3); model.log_prob(x).shape
+        torch.Size([3])
+
+    References:
+        Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
+    """
+    _check_sizes(num_steps, hidden)
+    if transform not in NSF_TRANSFORMS:
+        raise ValueError(f"unknown nsf transform {transform!r} (--transform); known: {', '.join(NSF_TRANSFORMS)}")
+    shape = _sizes(event_shape)
+    params = spline_params_per_dim(check_int("bins (--bins)", bins, minimum=2))
+    image = len(shape) == 3 and transform == "coupling"
+    if hidden_dims is not None and image:
+        raise ValueError("hidden_dims applies to vector conditioners; image couplings have `hidden` conv channels")
+    widths = (hidden, hidden) if hidden_dims is None else check_dims("hidden_dims", hidden_dims)
+    if rezero and transform != "coupling":
+        raise ValueError("rezero (--rezero) applies to nsf's spline couplings (transform='coupling') only")
+    if not image:
+        if num_levels is not None:
+            raise ValueError("num_levels applies to nsf's multi-scale image models (transform='coupling') only")
+
+        def layers(dim: int) -> List[Bijection]:
+            if transform == "coupling":
+                return [
+                    SplineCoupling(
+                        channel_mask((dim,), k % 2),
+                        CouplingMLP(dim, dim * params, hidden, context_dim, widths, zero_init=not rezero),
+                        bins,
+                        tail_bound,
+                        rezero=rezero,
+                    )
+                    for k in range(num_steps)
+                ]
+            if min(widths) < dim:
+                raise ValueError(
+                    f"nsf (transform='autoregressive') needs MADE widths >= the data's dimension {dim}, "
+                    f"got {widths}: raise hidden (--hidden) or hidden_dims"
+                )
+            order = torch.arange(dim)
+            return [
+                SplineMAFStep(dim, widths, order if k % 2 == 0 else order.flip(0), context_dim, bins, tail_bound)
+                for k in range(num_steps)
+            ]
+
+        return _vector_model("nsf", shape, layers, context_dim)
+    levels = 2 if num_levels is None else num_levels
+    _check_levels(shape, levels, levels - 1)
+
+    def coupling(mask: torch.Tensor) -> Bijection:
+        c = mask.shape[0]
+        net = CouplingCNN(c, c * params, hidden, context_dim, zero_init=not rezero)
+        return SplineCoupling(mask, net, bins, tail_bound, rezero=rezero)
+
+    flow = FlowSequence([_multiscale(shape, levels, num_steps, coupling), Logit(3, alpha)])
+    return FlowDensity(flow, shape, context_dim=context_dim, name="nsf", unit_interval=True)
+
+
 #: Flow name -> builder ``(event_shape, num_steps=, hidden=, [num_levels=,] context_dim=)``.
 DENSITY_FLOWS: Dict[str, Callable[..., FlowDensity]] = {
     "nice": nice,
@@ -490,18 +699,44 @@ DENSITY_FLOWS: Dict[str, Callable[..., FlowDensity]] = {
     "glow": glow,
     "residual": residual,
     "ffjord": ffjord,
+    "nsf": nsf,
 }
 
 
-def density_flow(name: str, event_shape: Sequence[int], **options) -> FlowDensity:
+def density_flow(
+    name: str,
+    event_shape: Sequence[int],
+    base: str = "normal",
+    base_options: Optional[Mapping[str, Any]] = None,
+    **options,
+) -> FlowDensity:
     """Build the density model ``name`` of :data:`DENSITY_FLOWS` for data of ``event_shape``.
+
+    Args:
+        name: a key of :data:`DENSITY_FLOWS`.
+        event_shape: ``(D,)`` or ``(C, H, W)``.
+        base: the base distribution, a key of :data:`~.bases.BASES` (``"normal"``, ``"mixture"``,
+            ``"made"``), for every flow.
+        base_options: the base's options (``mixture``: ``num_components``; ``made``: ``hidden``).
+        **options: the builder's options.
 
     Raises:
         ValueError: an unknown name; a posterior flow without an analytic inverse (planar,
             radial, Sylvester), with the reason and what to use instead; bad shapes or options.
+
+    Example:
+        >>> model = density_flow("maf", (2,), hidden=8, base="mixture", base_options={"num_components": 4})
+        >>> type(model.base).__name__, model.log_prob(torch.zeros(3, 2)).shape
+        ('MixtureBase', torch.Size([3]))
     """
     if name in DENSITY_FLOWS:
-        return DENSITY_FLOWS[name](event_shape, **options)
+        model = DENSITY_FLOWS[name](event_shape, **options)
+        if base == "normal" and not base_options:
+            return model
+        if not isinstance(model, FlowDensity):
+            raise ValueError(f"the {name} flow has its own prior: it takes no base (--base)")
+        model.base = build_base(base, model.noise_shape, **(base_options or {}))
+        return model
     from vaeflows.transforms import POSTERIOR_FLOWS
 
     known = ", ".join(DENSITY_FLOWS)

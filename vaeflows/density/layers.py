@@ -253,31 +253,50 @@ class Coupling(Bijection):
     where ``S`` is the scale map (:data:`SCALE_MAPS`: ``"additive"`` is NICE's ``S = 0``, ``"tanh"``
     bounds ``|S| < 3``, ``"sigmoid"`` is Glow's). The inverse uses ``m * x = m * z``.
 
+    ReZero (``rezero=True``, Bachlechner et al. 2020): two learned scalars gate the map,
+    ``x = m * z + (1 - m) * (z * exp(alpha * S(s)) + beta * t)``, both starting at 0, so that the
+    coupling starts as the identity whatever the net's initialization (pair it with a net that
+    is *not* zero-initialized, e.g. ``CouplingMLP(..., zero_init=False)``: with both at zero no
+    gradient reaches either).
+
     Args:
         mask: 0/1 tensor of the event's shape; 1 marks the conditioning part.
         net: ``net(masked, context) -> raw`` with ``raw`` of shape ``(..., k * E0, *event[1:])``,
             ``k = 1`` (additive) or 2 (shift then raw scale), ``E0`` the first event dim.
         scale: a key of :data:`SCALE_MAPS`.
+        rezero: gate the shift and log-scale by learned scalars ``beta`` and ``alpha`` from 0.
+
+    References:
+        Bachlechner, Majumder, Mao, Cottrell, McAuley. ReZero is all you need: fast convergence
+        at large depth. UAI 2021 (arXiv 2020).
     """
 
     mask: Tensor
 
-    def __init__(self, mask: Tensor, net: nn.Module, scale: str = "tanh") -> None:
+    def __init__(self, mask: Tensor, net: nn.Module, scale: str = "tanh", rezero: bool = False) -> None:
         super().__init__(mask.dim())
         if scale not in SCALE_MAPS:
             raise ValueError(f"unknown coupling scale {scale!r}; known: {', '.join(SCALE_MAPS)}")
         self.register_buffer("mask", mask)
         self.net = net
         self.scale = scale
+        self.rezero = rezero
+        if rezero:
+            self.alpha = nn.Parameter(torch.zeros(()))
+            self.beta = nn.Parameter(torch.zeros(()))
 
     def _params(self, conditioner: Tensor, context: Optional[Tensor]) -> Pair:
         raw = self.net(conditioner * self.mask, context)
         free = 1 - self.mask
         scale_map = SCALE_MAPS[self.scale]
         if scale_map is None:
-            return raw * free, torch.zeros_like(raw)
-        shift, raw_scale = raw.chunk(2, dim=-self.event_ndim)
-        return shift * free, scale_map(raw_scale) * free
+            shift, log_scale = raw * free, torch.zeros_like(raw)
+        else:
+            shift, raw_scale = raw.chunk(2, dim=-self.event_ndim)
+            shift, log_scale = shift * free, scale_map(raw_scale) * free
+        if self.rezero:
+            return self.beta * shift, self.alpha * log_scale
+        return shift, log_scale
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
         return affine(z, *self._params(z, context), self.event_ndim)
@@ -479,15 +498,34 @@ class FactorOut(Bijection):
 
     Direction: noise to data, ``x = (z[:split], flow(z[split:]))`` on the channel dim.
 
+    Learned conditional prior (``prior`` given; Glow's split prior): the factored channels are
+    ``N(mu(k), sigma(k)^2)`` given the kept ones ``k = flow(z[split:])``, with
+    ``(mu, S) = prior(k, context)`` and ``sigma = exp(S)`` (``S`` the bounded ``"tanh"`` scale
+    map). Written as a bijection of standard normal noise it is an affine coupling of the factored
+    channels on the kept ones, exact both ways::
+
+        x = (mu(k) + sigma(k) * z[:split], k),    log|det dx/dz| = ladj(flow) + sum(S(k))
+
+    so the flow's base stays ``N(0, I)`` and ``log p`` is that of the Gaussian prior. A prior net
+    with a zero last layer (:class:`~.nets.ZeroConv`) starts the prior at ``N(0, I)``.
+
     Args:
         flow: the flow of the remaining channels (all later scales).
         split: number of channels factored out.
+        prior: ``prior(kept, context) -> (..., 2 * split, H, W)`` (mean, then raw log-scale), or
+            ``None`` for a standard normal.
     """
 
-    def __init__(self, flow: Bijection, split: int) -> None:
+    def __init__(self, flow: Bijection, split: int, prior: Optional[nn.Module] = None) -> None:
         super().__init__(3)
         self.flow = flow
         self.split = split
+        self.prior = prior
+
+    def _prior(self, kept: Tensor, context: Optional[Tensor]) -> Pair:
+        assert self.prior is not None
+        mean, raw = self.prior(kept, context).chunk(2, dim=-3)
+        return mean, _tanh_log_scale(raw)
 
     def _shape(self, shape: Shape, method: str) -> torch.Size:
         *lead, c, h, w = shape
@@ -506,10 +544,20 @@ class FactorOut(Bijection):
         return torch.cat([out, rest], dim=-3), ladj
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
-        return self._run(z, context, "forward_and_ladj")
+        if self.prior is None:
+            return self._run(z, context, "forward_and_ladj")
+        out, rest = z[..., : self.split, :, :], z[..., self.split :, :, :]
+        kept, ladj = self.flow.forward_and_ladj(rest, context)
+        out, prior_ladj = affine(out, *self._prior(kept, context), 3)
+        return torch.cat([out, kept], dim=-3), ladj + prior_ladj
 
     def inverse_and_ladj(self, x: Tensor, context: Optional[Tensor] = None) -> Pair:
-        return self._run(x, context, "inverse_and_ladj")
+        if self.prior is None:
+            return self._run(x, context, "inverse_and_ladj")
+        out, kept = x[..., : self.split, :, :], x[..., self.split :, :, :]
+        out, prior_ladj = affine_inverse(out, *self._prior(kept, context), 3)
+        rest, ladj = self.flow.inverse_and_ladj(kept, context)
+        return torch.cat([out, rest], dim=-3), ladj + prior_ladj
 
 
 class Flatten(Bijection):

@@ -1,22 +1,24 @@
 """The conditioner networks of the coupling layers, with an optional context (e.g. a class one-hot).
 
-Both map the masked input to the coupling's raw parameters and start with a zero last layer, so
-that every coupling starts as the identity (Glow). A context of shape ``(..., K)`` is appended to
-the input (vectors) or broadcast over the pixels as ``K`` extra channels (images); an image
-context ``(..., K, H, W)`` (``image_context=True``, e.g. the data in variational dequantization) is
-appended as channels as it is.
+Both map the masked input to the coupling's raw parameters and start with a zero last layer, so that
+every coupling starts as the identity (Glow); ``zero_init=False`` keeps PyTorch's default
+initialization instead (ReZero couplings, whose learned gates start at zero in their place).
+:class:`ZeroConv` is Glow's zero-initialized 3x3 convolution (its learned split priors). A context
+of shape ``(..., K)`` is appended to the input (vectors) or broadcast over the pixels as ``K`` extra
+channels (images); an image context ``(..., K, H, W)`` (``image_context=True``, e.g. the data in
+variational dequantization) is appended as channels as it is.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from vaeflows.nn import MLP
 
-__all__ = ["CouplingMLP", "CouplingCNN"]
+__all__ = ["CouplingMLP", "CouplingCNN", "ZeroConv"]
 
 
 def _zero_last(layer: nn.Module) -> None:
@@ -27,19 +29,31 @@ def _zero_last(layer: nn.Module) -> None:
 
 class CouplingMLP(nn.Module):
     """``(..., D)`` (and context ``(..., K)``) -> ``(..., out_dim)``: an MLP with two hidden layers
-    of width ``hidden`` and ReLU.
+    of width ``hidden`` (or the widths ``hidden_dims``) and ReLU.
 
     Args:
         dim: ``D``.
         out_dim: output size.
         hidden: hidden width.
         context_dim: ``K``, or ``None``.
+        hidden_dims: the hidden widths, in place of ``(hidden, hidden)``.
+        zero_init: start with a zero last layer.
     """
 
-    def __init__(self, dim: int, out_dim: int, hidden: int, context_dim: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        hidden: int,
+        context_dim: Optional[int] = None,
+        hidden_dims: Optional[Sequence[int]] = None,
+        zero_init: bool = True,
+    ) -> None:
         super().__init__()
-        self.mlp = MLP(dim + (context_dim or 0), (hidden, hidden), out_dim)
-        _zero_last(self.mlp[-1])
+        widths = (hidden, hidden) if hidden_dims is None else tuple(hidden_dims)
+        self.mlp = MLP(dim + (context_dim or 0), widths, out_dim)
+        if zero_init:
+            _zero_last(self.mlp[-1])
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         if context is not None:
@@ -57,6 +71,7 @@ class CouplingCNN(nn.Module):
         hidden: hidden channels.
         context_dim: ``K`` (context channels), or ``None``.
         image_context: the context is an image ``(..., K, H, W)`` rather than a vector.
+        zero_init: start with a zero last layer.
     """
 
     def __init__(
@@ -66,6 +81,7 @@ class CouplingCNN(nn.Module):
         hidden: int,
         context_dim: Optional[int] = None,
         image_context: bool = False,
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
         self.image_context = image_context
@@ -76,14 +92,39 @@ class CouplingCNN(nn.Module):
             nn.ReLU(),
             nn.Conv2d(hidden, out_channels, 3, padding=1),
         )
-        _zero_last(self.net[-1])
+        if zero_init:
+            _zero_last(self.net[-1])
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        lead, (_, h, w) = x.shape[:-3], x.shape[-3:]
-        if context is not None:
-            if not self.image_context:
-                context = context[..., None, None]
-            context = context.expand(*lead, context.shape[-3], h, w)
-            x = torch.cat([x, context], dim=-3)
-        out = self.net(x.reshape(-1, *x.shape[-3:]))
-        return out.reshape(*lead, *out.shape[-3:])
+        return _conv_images(self.net, x, context, self.image_context)
+
+
+def _conv_images(net: nn.Module, x: torch.Tensor, context: Optional[torch.Tensor], image_context: bool) -> torch.Tensor:
+    """``net`` on images ``(..., C, H, W)`` of any leading shape, a context appended as channels."""
+    lead, (_, h, w) = x.shape[:-3], x.shape[-3:]
+    if context is not None:
+        if not image_context:
+            context = context[..., None, None]
+        context = context.expand(*lead, context.shape[-3], h, w)
+        x = torch.cat([x, context], dim=-3)
+    out = net(x.reshape(-1, *x.shape[-3:]))
+    return out.reshape(*lead, *out.shape[-3:])
+
+
+class ZeroConv(nn.Module):
+    """``(..., C, H, W)`` (and context ``(..., K)``) -> ``(..., out_channels, H, W)``: one 3x3
+    convolution, zero-initialized (Glow's ``Conv2dZeros``), a context broadcast as ``K`` channels.
+
+    Args:
+        channels: ``C``.
+        out_channels: output channels.
+        context_dim: ``K``, or ``None``.
+    """
+
+    def __init__(self, channels: int, out_channels: int, context_dim: Optional[int] = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels + (context_dim or 0), out_channels, 3, padding=1)
+        _zero_last(self.conv)
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return _conv_images(self.conv, x, context, False)

@@ -30,7 +30,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -177,9 +177,9 @@ class VampPrior(nn.Module):
 class FlowPriorDistribution(TorchDistribution):
     """``p(z)`` of a :class:`~vaeflows.density.FlowDensity` on vectors, as a Pyro distribution.
 
-    ``log_prob`` is the flow's exact log-density (one inverse pass); ``rsample`` pushes standard
-    normal noise through the flow (reparameterized). Any leading dims are flattened for the flow
-    and restored.
+    ``log_prob`` is the flow's exact log-density (one inverse pass); ``rsample`` pushes draws of
+    the flow's base (standard normal, or a learned base) through the flow (reparameterized).
+    Any leading dims are flattened for the flow and restored.
 
     Args:
         density: a density flow of event shape ``(D,)``.
@@ -213,9 +213,7 @@ class FlowPriorDistribution(TorchDistribution):
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
-        reference = self.density._reference  # FlowDensity's dtype/device buffer
-        noise = torch.randn(math.prod(shape[:-1]), shape[-1], dtype=reference.dtype, device=reference.device)
-        return self.density.flow.forward_and_ladj(noise)[0].reshape(shape)
+        return self.density.sample(math.prod(shape[:-1])).reshape(shape)  # the flow's own base
 
 
 class FlowPrior(nn.Module):
@@ -226,6 +224,8 @@ class FlowPrior(nn.Module):
         flow: a density flow name (default ``"maf"``, the flow of Pyro's flow-prior tutorial).
         num_steps: the flow's steps (default: the builder's).
         hidden: the flow's hidden width (default: the builder's; MAF needs ``hidden >= D``).
+        base: the flow's base distribution, a key of :data:`vaeflows.density.BASES` (default
+            ``"normal"``; ``"mixture"`` or ``"made"`` learn it).
 
     Example:
         >>> prior = FlowPrior(2, "realnvp", num_steps=2, hidden=8)
@@ -235,18 +235,23 @@ class FlowPrior(nn.Module):
     """
 
     def __init__(
-        self, latent_dim: int, flow: str = "maf", num_steps: Optional[int] = None, hidden: Optional[int] = None
+        self,
+        latent_dim: int,
+        flow: str = "maf",
+        num_steps: Optional[int] = None,
+        hidden: Optional[int] = None,
+        base: str = "normal",
     ) -> None:
         super().__init__()
         from vaeflows.density import density_flow
 
-        options: Dict[str, int] = {}
+        options: Dict[str, Any] = {}
         if num_steps is not None:
             options["num_steps"] = num_steps
         if hidden is not None:
             options["hidden"] = hidden
         self.name = flow
-        self.density = density_flow(flow, (check_int("latent_dim", latent_dim),), **options)
+        self.density = density_flow(flow, (check_int("latent_dim", latent_dim),), base=base, **options)
         self.density.check_values = False  # its inputs are the guide's samples, not data to check
 
     def distribution(self) -> FlowPriorDistribution:
@@ -269,8 +274,9 @@ def _flow(
     flow: str = "maf",
     num_steps: Optional[int] = None,
     hidden: Optional[int] = None,
+    base: str = "normal",
 ) -> FlowPrior:
-    return FlowPrior(latent_dim, flow, num_steps, hidden)
+    return FlowPrior(latent_dim, flow, num_steps, hidden, base)
 
 
 #: Prior name -> ``factory(latent_dim, image_shape, **options)``; ``"standard"`` is ``N(0, I)``
@@ -286,7 +292,7 @@ def build_prior(name: str, latent_dim: int, image_shape: Sequence[int], **option
         latent_dim: ``D``.
         image_shape: ``(C, H, W)`` of the data (the VampPrior's pseudo-inputs).
         **options: ``vamp``: ``num_components``, ``init_mean``, ``init_std``; ``flow``: ``flow``
-            (a density flow name), ``num_steps``, ``hidden``.
+            (a density flow name), ``num_steps``, ``hidden``, ``base``.
 
     Raises:
         ValueError: an unknown name or a bad option value.
