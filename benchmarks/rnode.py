@@ -114,7 +114,7 @@ def run_pair(task: Tuple[argparse.Namespace, str, int]) -> Dict[str, dict]:
             "ms_per_step": 1e3 * median,
             "train_nfe": nfe[name] / args.iters,
             "eval_nfe": eval_nfe,
-            "time": float(blocks(model)[0].time_length),
+            "time": float(torch.as_tensor(blocks(model)[0].time_length).detach()),
         }
         print(
             f"{dataset} seed {seed} {name}: test NLL {nll:.4f}, {results[name]['ms_per_step']:.1f} ms/step, "

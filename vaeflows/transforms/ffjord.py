@@ -464,7 +464,9 @@ def rnode_penalty(module: nn.Module) -> Tensor:
             net.penalty = None
     if total is None:
         reference = next(module.parameters(), None)
-        return torch.zeros((), dtype=None if reference is None else reference.dtype)
+        if reference is None:
+            return torch.zeros(())
+        return reference.new_zeros(())
     return total
 
 
