@@ -500,6 +500,21 @@ API_CASES = {
     "density-bad-event-shape": (lambda t: density_flow("realnvp", (2, 2)), ValueError, ["event_shape", "(C, H, W)"]),
     "density-ffjord-rtol-negative": (lambda t: density_flow("ffjord", (2,), rtol=-1), ValueError, ["rtol", "> 0"]),
     "density-ffjord-unknown-option": (lambda t: density_flow("ffjord", (2,), rtoll=1e-3), TypeError, ["rtoll", "rtol"]),
+    "ffjord-rk4-without-steps": (
+        lambda t: density_flow("ffjord", (2,), method="rk4"),
+        ValueError,
+        ["'rk4'", "solver_steps=N", "--solver-steps"],
+    ),
+    "ffjord-steps-with-dopri5": (
+        lambda t: posterior_flow("ffjord", 2, 1, solver_steps=8),
+        ValueError,
+        ["solver_steps", "adaptive 'dopri5'", "--solver rk4"],
+    ),
+    "ffjord-kinetic-negative": (
+        lambda t: posterior_flow("ffjord", 2, 1, kinetic_weight=-0.1),
+        ValueError,
+        ["kinetic_weight", ">= 0"],
+    ),
     "glow-pixels-above-one": (
         lambda t: _glow().log_prob(torch.full((2, 1, 4, 4), 255.0)),
         ValueError,

@@ -374,3 +374,14 @@ def test_rezero_bases_benchmark_writes_a_row_per_variant(tmp_path):
     if mnist:
         expected += ["| variant", "| baseline", "| learned-prior", "| made"]
     assert rows == expected
+
+
+def test_rnode_benchmark_writes_every_variant(tmp_path):
+    pytest.importorskip("torchdiffeq")
+    rnode = _load("rnode")
+    out = tmp_path / "rnode.md"
+    argv = ["--iters", "2", "--batch", "16", "--hidden", "4", "--seeds", "0", "--datasets", "moons,rings"]
+    assert rnode.main([*argv, "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "|---" not in line][1:]
+    assert [row.split(" | ")[1] for row in rows] == ["ml", "rnode", "rnode-rk4", "rnode-rk4-T"] * 2
+    assert all("nan" not in row.lower() for row in rows)

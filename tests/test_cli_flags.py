@@ -18,7 +18,7 @@ import vaeflows.density as density
 import vaeflows.infer.experiment as experiment
 import vaeflows.report as report
 from vaeflows.cli import build_parser, main
-from vaeflows.density import Coupling, SplineCoupling, SplineMAFStep, Squeeze, density_flow
+from vaeflows.density import CNFBlock, Coupling, SplineCoupling, SplineMAFStep, Squeeze, density_flow
 from vaeflows.infer.experiment import load_run
 from vaeflows.models import build_vae
 from vaeflows.nn import GatedConvEncoder
@@ -48,6 +48,13 @@ def linear_widths(module):
 
 def spline_layers(model):
     return [m for m in model.modules() if isinstance(m, (SplineCoupling, SplineMAFStep))]
+
+
+def cnf_blocks(model):
+    return [m for m in model.modules() if isinstance(m, CNFBlock)]
+
+
+FFJORD = ["--flow", "ffjord", "--solver", "rk4", "--solver-steps", "3"]
 
 
 # (flags, check of the recorded train_vae arguments); a flag may appear in several rows.
@@ -87,6 +94,23 @@ TRAIN_ROWS = {
         ["--arch", "gated-conv", "--flow", "iaf", "--latent-dim", "4", "--iaf-hidden", "8"],
         lambda c: linear_widths(vae_of(c, (1, 28, 28)).flow.mades[0])[0] == 8,
     ),
+    "kinetic": (
+        [*FFJORD, "--kinetic", "0.5"],
+        lambda c: vae_of(c).flow.solve_options["kinetic_weight"] == 0.5,
+    ),
+    "jacobian-frobenius": (
+        [*FFJORD, "--jacobian-frobenius", "0.25"],
+        lambda c: vae_of(c).flow.solve_options["jacobian_weight"] == 0.25,
+    ),
+    "solver": (
+        [*FFJORD],
+        lambda c: vae_of(c).flow.solve_options["method"] == "rk4" and vae_of(c).flow.solve_options["solver_steps"] == 3,
+    ),
+    "learn-time": (
+        [*FFJORD, "--learn-time"],
+        lambda c: all(time.learn for time in vae_of(c).flow.times) and len(vae_of(c).flow.times) == 4,
+    ),
+    "learn-time-default": (FFJORD, lambda c: "learn_time" not in c["model"]),
     "epochs": (["--epochs", "3"], lambda c: c["config"].epochs == 3),
     "warmup": (["--warmup", "0"], lambda c: c["config"].warmup == 0),
     "patience": (["--patience", "7"], lambda c: c["config"].patience == 7),
@@ -161,6 +185,22 @@ DENSITY_ROWS = {
         ["--flow", "nsf", "--tail-bound", "2.5"],
         lambda c, m: {x.tail_bound for x in spline_layers(m)} == {2.5},
     ),
+    "kinetic": (
+        [*FFJORD, "--kinetic", "0.5"],
+        lambda c, m: {b.weights["kinetic_weight"] for b in cnf_blocks(m)} == {0.5},
+    ),
+    "jacobian-frobenius": (
+        [*FFJORD, "--jacobian-frobenius", "0.25"],
+        lambda c, m: {b.weights["jacobian_weight"] for b in cnf_blocks(m)} == {0.25},
+    ),
+    "solver": (
+        FFJORD,
+        lambda c, m: (
+            {(b.solve_options["method"], b.solve_options["solver_steps"]) for b in cnf_blocks(m)} == {("rk4", 3)}
+        ),
+    ),
+    "learn-time": ([*FFJORD, "--learn-time"], lambda c, m: all(b.time.learn for b in cnf_blocks(m))),
+    "learn-time-default": (FFJORD, lambda c, m: not any(b.time.learn for b in cnf_blocks(m))),
     "num-train": (["--num-train", "500"], lambda c, m: c["num_train"] == 500),
     "dequantization": (
         ["--dataset", "mnist", "--dequantization", "variational"],
@@ -250,6 +290,10 @@ def test_density_energy_flag(monkeypatch, tmp_path, flags, check):
             "--tail-bound applies to --flow spline-autoregressive or spline-coupling",
         ),
         ([*DENSITY, "RUN", "--flow", "nsf", "--bins", "1"], "--bins"),
+        ([*DENSITY, "RUN", "--kinetic", "1"], "--kinetic applies to --flow ffjord only"),
+        ([*TRAIN, "RUN", "--flow", "iaf", "--learn-time"], "--learn-time applies to --flow ffjord only"),
+        ([*DENSITY, "RUN", "--flow", "ffjord", "--solver", "rk4"], "--solver-steps"),
+        ([*TRAIN, "RUN", "--flow", "ffjord", "--solver-steps", "4"], "--solver rk4"),
     ],
 )
 def test_spline_flags_of_another_flow_are_one_line_errors(tmp_path, capsys, argv, message):

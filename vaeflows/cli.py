@@ -30,11 +30,21 @@ from vaeflows.transforms import POSTERIOR_FLOWS
 
 __all__ = ["main", "build_parser"]
 
+#: FFJORD's RNODE and solver flags (``vaeflows train`` and ``density train``) -> builder keyword.
+FFJORD_OPTIONS = {
+    "kinetic": ("kinetic_weight", {"ffjord"}),
+    "jacobian_frobenius": ("jacobian_weight", {"ffjord"}),
+    "solver": ("method", {"ffjord"}),
+    "solver_steps": ("solver_steps", {"ffjord"}),
+    "learn_time": ("learn_time", {"ffjord"}),
+}
+
 #: CLI flag -> (build_vae keyword, the flows it applies to).
 FLOW_OPTIONS = {
     "num_ortho_vecs": ("num_ortho_vecs", {"sylvester-orthogonal"}),
     "num_householder": ("num_householder", {"sylvester-householder", "householder"}),
     "iaf_hidden": ("flow_hidden_dims", {"iaf"}),
+    **FFJORD_OPTIONS,
 }
 
 #: ``vaeflows density`` flag -> (builder keyword, the flows it applies to): ``density train``'s
@@ -44,6 +54,7 @@ DENSITY_TRAIN_OPTIONS = {
     "transform": ("transform", {"nsf"}),
     "bins": ("bins", {"nsf"}),
     "tail_bound": ("tail_bound", {"nsf"}),
+    **FFJORD_OPTIONS,
 }
 ENERGY_OPTIONS = {"bins": ("count_bins", SPLINE_FLOWS), "tail_bound": ("bound", SPLINE_FLOWS)}
 
@@ -125,6 +136,25 @@ COUNT = _checked(check_int, int, minimum=0)
 POSITIVE = _checked(check_real, float, above=0)
 
 
+def _add_ffjord_flags(parser: argparse.ArgumentParser) -> None:
+    """RNODE (Finlay et al. 2020) and the ODE solver of ``--flow ffjord`` (FFJORD_OPTIONS)."""
+    from vaeflows.transforms.ffjord import FIXED_GRID_SOLVERS
+
+    parser.add_argument("--kinetic", type=POSITIVE, help="ffjord: RNODE weight of the kinetic energy int ||f||^2 dt")
+    parser.add_argument(
+        "--jacobian-frobenius", type=POSITIVE, help="ffjord: RNODE weight of int ||df/dz||_F^2 dt (Hutchinson or exact)"
+    )
+    parser.add_argument(
+        "--solver",
+        choices=["dopri5", "bosh3", *FIXED_GRID_SOLVERS],
+        help="ffjord: ODE solver (default dopri5, adaptive; fixed-grid ones need --solver-steps)",
+    )
+    parser.add_argument("--solver-steps", type=POSITIVE_INT, help="ffjord: steps of a fixed-grid --solver (rk4, ...)")
+    parser.add_argument(
+        "--learn-time", action="store_const", const=True, help="ffjord: learn the integration time T (softplus)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaeflows", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-ortho-vecs", type=POSITIVE_INT, help="O-SNF's M (sylvester-orthogonal)")
     train.add_argument("--num-householder", type=POSITIVE_INT, help="reflections per step (H-SNF, householder)")
     train.add_argument("--iaf-hidden", type=_dims, help="MADE hidden sizes of IAF, e.g. 320,320")
+    _add_ffjord_flags(train)
     _add_prior_flags(train)
     train.add_argument("--epochs", type=POSITIVE_INT, default=2000)
     train.add_argument("--warmup", type=COUNT, default=100, help="KL warm-up epochs (0: none)")
@@ -227,6 +258,7 @@ def _add_density_commands(commands) -> None:
         "--learned-prior", action="store_true", help="Glow's learned split and top priors (realnvp, glow)"
     )
     train.add_argument("--rezero", action="store_true", help="ReZero couplings (realnvp, glow, nsf)")
+    _add_ffjord_flags(train)
     energy = actions.add_parser("energy", help="fit a posterior flow to U1-U4 by reverse KL")
     energy.add_argument("--energy", required=True, choices=list(ENERGIES))
     energy.add_argument("--flow", default="planar", choices=list(POSTERIOR_FLOWS))

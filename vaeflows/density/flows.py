@@ -547,7 +547,10 @@ def ffjord(
         trace: ``"hutchinson"`` (default) or ``"exact"`` in training.
         eval_trace: the trace in eval mode (default exact for ``D <= 16``).
         **options: ``activation``, ``time_length``, ``method``, ``rtol``, ``atol``, ``adjoint``,
-            ``solver_options`` of the blocks.
+            ``solver_options``, ``solver_steps`` (fixed-grid ``method="rk4"``, ``"euler"`` or
+            ``"midpoint"``), RNODE's ``kinetic_weight`` and ``jacobian_weight`` (added to the
+            training loss by :func:`~.training.train_density`), ``learn_time`` of the blocks
+            (:class:`~.freeform.CNFBlock`).
     """
     _check_sizes(num_steps, hidden)
 

@@ -9,7 +9,11 @@ Both reuse the posterior flows' maths (:mod:`vaeflows.transforms.residual`,
   (sampling) is the fixed-point iteration. The forward log-det is
   ``log|det dx/dz| = -log|det(I + J_g(x))|``, exact or estimated (``ladj``).
 * :class:`CNFBlock`: noise to data integrates ``dz/dt = f(z, t)`` over ``[0, T]``, data to noise
-  over ``[T, 0]``; the log-det is the integral of the trace (exact or Hutchinson's).
+  over ``[T, 0]``; the log-det is the integral of the trace (exact or Hutchinson's). RNODE's
+  kinetic and Jacobian-Frobenius regularizers (``kinetic_weight``, ``jacobian_weight``), fixed-grid
+  solvers (``method="rk4"``, ``solver_steps``) and a learned ``T`` (``learn_time``) are those of
+  :mod:`vaeflows.transforms.ffjord`; the maximum-likelihood loss of
+  :func:`~.training.train_density` adds :func:`~vaeflows.transforms.ffjord.rnode_penalty`.
 
 Estimators in training, exact values in evaluation: ``ladj`` / ``trace`` apply in ``train()``
 mode, ``eval_ladj`` / ``eval_trace`` in ``eval()`` mode (:func:`~.training.evaluate_density` and
@@ -23,7 +27,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -31,9 +35,12 @@ from vaeflows.transforms.base import with_defaults
 from vaeflows.transforms.ffjord import (
     SOLVE_DEFAULTS,
     TRACE_MODES,
+    IntegrationTime,
     ODENet,
+    check_grid,
+    check_rnode,
     check_solver,
-    cnf_integrate,
+    regularized_solve,
     require_torchdiffeq,
 )
 from vaeflows.transforms.residual import LADJ_MODES, ResidualNet, fixed_point_inverse, residual_step
@@ -119,9 +126,19 @@ class CNFBlock(Bijection):
         trace: ``"exact"`` or ``"hutchinson"`` in training.
         eval_trace: the trace in eval mode (default: exact for ``D <= 16``, else ``trace``).
         activation: of ``f``.
-        time_length: ``T``.
-        **solve_options: ``method``, ``rtol``, ``atol``, ``adjoint``, ``solver_options`` of
-            :func:`~vaeflows.transforms.ffjord.cnf_integrate`.
+        time_length: ``T`` (its initial value with ``learn_time``).
+        kinetic_weight: RNODE's weight of ``integral ||f||^2 dt`` (0: off).
+        jacobian_weight: RNODE's weight of ``integral ||df/dz||_F^2 dt`` (0: off).
+        learn_time: learn ``T = softplus(raw)``.
+        **solve_options: ``method``, ``rtol``, ``atol``, ``adjoint``, ``solver_options``,
+            ``solver_steps`` (equal steps of a fixed-grid ``method``: ``"euler"``, ``"midpoint"``,
+            ``"rk4"``; the adaptive default is exact up to its tolerance) of
+            :func:`~vaeflows.transforms.ffjord.cnf_solve`.
+
+    Example:
+        >>> block = CNFBlock(2, (8,), kinetic_weight=0.01, method="rk4", solver_steps=4, learn_time=True)
+        >>> z, ladj = block.inverse_and_ladj(torch.randn(3, 2)); z.shape, ladj.shape, block.net.nfe
+        (torch.Size([3, 2]), torch.Size([3]), 16)
     """
 
     def __init__(
@@ -133,6 +150,9 @@ class CNFBlock(Bijection):
         eval_trace: Optional[str] = None,
         activation: str = "tanh",
         time_length: float = 0.5,
+        kinetic_weight: float = 0.0,
+        jacobian_weight: float = 0.0,
+        learn_time: bool = False,
         **solve_options,
     ) -> None:
         super().__init__(1)
@@ -144,16 +164,28 @@ class CNFBlock(Bijection):
                 raise ValueError(f"unknown trace {mode!r}; known: {', '.join(TRACE_MODES)}")
         self.solve_options = with_defaults(solve_options, SOLVE_DEFAULTS)
         check_solver(time_length, self.solve_options["rtol"], self.solve_options["atol"])
+        check_grid(
+            self.solve_options["method"], self.solve_options["solver_steps"], self.solve_options["solver_options"]
+        )
+        check_rnode(kinetic_weight, jacobian_weight)
         self.net = ODENet(dim, hidden_dims, context_dim, activation)
-        self.time_length = time_length
+        self.time = IntegrationTime(time_length, learn_time)
+        self.weights = dict(kinetic_weight=kinetic_weight, jacobian_weight=jacobian_weight)
 
-    def _solve(self, v: Tensor, context: Optional[Tensor], t0: float, t1: float) -> Pair:
+    @property
+    def time_length(self) -> Union[float, Tensor]:
+        """``T``: a float, or a scalar tensor when learned."""
+        return self.time()
+
+    def _solve(self, v: Tensor, context: Optional[Tensor], forward: bool) -> Pair:
         trace = self.trace if self.training else self.eval_trace
-        return cnf_integrate(self.net, v, context, t0, t1, trace, **self.solve_options)
+        time = self.time()
+        t0, t1 = (0.0, time) if forward else (time, 0.0)
+        return regularized_solve(self.net, v, context, t0, t1, trace, **self.weights, **self.solve_options)
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
-        return self._solve(z, context, 0.0, self.time_length)
+        return self._solve(z, context, True)
 
     def inverse_and_ladj(self, x: Tensor, context: Optional[Tensor] = None) -> Pair:
-        z, minus_ladj = self._solve(x, context, self.time_length, 0.0)
+        z, minus_ladj = self._solve(x, context, False)
         return z, -minus_ladj

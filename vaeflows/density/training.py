@@ -42,6 +42,7 @@ from vaeflows.infer.training import (
     write_json,
 )
 from vaeflows.report import save_images
+from vaeflows.transforms.ffjord import rnode_penalty
 
 from .data import DensityData, load_density_data
 from .dequantization import DEQUANTIZERS, bits_per_dim, dequantized_log_likelihood
@@ -87,6 +88,13 @@ class DensityModel(nn.Module):
         if self.dequantizer is None or isinstance(self.flow, IntegerDiscreteFlow):
             return self.flow.log_prob(x, context)
         return dequantized_log_likelihood(self.flow, x, self.dequantizer, context)
+
+
+def _training_loss(model: DensityModel, rows: torch.Tensor) -> torch.Tensor:
+    """The mean NLL of a batch plus the RNODE penalty its solves recorded (FFJORD with
+    ``kinetic_weight``/``jacobian_weight``; 0 otherwise)."""
+    nll = -model.log_likelihood(rows).mean()
+    return nll + rnode_penalty(model)
 
 
 def _rows(data: DensityData, split: str, conditional: bool) -> torch.Tensor:
@@ -208,7 +216,7 @@ def train_density(
         )
         fit(
             model,
-            lambda batch, epoch: -model.log_likelihood(batch).mean(),
+            lambda batch, epoch: _training_loss(model, batch),
             lambda: mean_nll(model, valid, config.batch_size),
             train,
             config,

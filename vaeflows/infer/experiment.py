@@ -52,6 +52,7 @@ from vaeflows.infer.training import (
     write_json,
 )
 from vaeflows.models import VAE, build_vae
+from vaeflows.transforms.ffjord import rnode_penalty
 
 __all__ = [
     "OBJECTIVES",
@@ -90,7 +91,9 @@ def resolve_device(device: str) -> torch.device:
 def vae_loss(
     vae: VAE, data: VAEData, warmup: int, objective: str = "elbo", iwae_samples: int = 1
 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """The minibatch loss ``loss(batch, epoch)``: minus the (warm-up weighted) bound per point.
+    """The minibatch loss ``loss(batch, epoch)``: minus the (warm-up weighted) bound per point,
+    plus the RNODE penalty of an FFJORD posterior with ``kinetic_weight``/``jacobian_weight``
+    (:func:`~vaeflows.transforms.ffjord.rnode_penalty`, the guide's last solve).
 
     Dynamically binarized data sets are Bernoulli-sampled here, batch by batch.
     """
@@ -103,11 +106,13 @@ def vae_loss(
         checks_off = pyro.validation_enabled(False) if is_validation_enabled() else contextlib.nullcontext()
         with checks_off:
             if objective == "elbo":
-                return reparameterized_elbo(vae.model, vae.guide, batch, beta) * (-1.0 / batch.shape[0])
-            log_w = log_importance_weights(
-                lambda x: vae.model(x, beta), lambda x: vae.guide(x, beta), batch, iwae_samples
-            )
-            return -(torch.logsumexp(log_w, 0) - math.log(iwae_samples)).mean()
+                bound = reparameterized_elbo(vae.model, vae.guide, batch, beta) * (-1.0 / batch.shape[0])
+            else:
+                log_w = log_importance_weights(
+                    lambda x: vae.model(x, beta), lambda x: vae.guide(x, beta), batch, iwae_samples
+                )
+                bound = -(torch.logsumexp(log_w, 0) - math.log(iwae_samples)).mean()
+            return bound + rnode_penalty(vae)  # after the guide's solves (FFJORD's RNODE; else 0)
 
     return loss
 

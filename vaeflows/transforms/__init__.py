@@ -210,8 +210,9 @@ def posterior_flow(
             ``residual``: ``hidden_dims``, ``coeff``, ``ladj`` (``"exact"``, ``"hutchinson"``,
             ``"roulette"``), ``eval_ladj``, ``n_terms``, ... (see :class:`AmortizedResidual`); for
             ``ffjord``: ``hidden_dims``, ``trace`` (``"exact"``, ``"hutchinson"``), ``eval_trace``,
-            ``rtol``, ``atol``, ``method``, ``adjoint``, ``time_length`` (see
-            :class:`AmortizedFFJORD`); for ``spline-autoregressive``: ``hidden_dims`` (MADE widths,
+            ``rtol``, ``atol``, ``method``, ``adjoint``, ``time_length``, ``solver_steps``
+            (fixed-grid ``method="rk4"``), RNODE's ``kinetic_weight`` and ``jacobian_weight``,
+            ``learn_time`` (see :class:`AmortizedFFJORD`); for ``spline-autoregressive``: ``hidden_dims`` (MADE widths,
             each ``>= D``, default ``(320, 320)``), ``count_bins`` (default 8), ``bound`` (tail
             bound ``B``, default 3), ``reverse_order``; for ``spline-coupling``: ``hidden_dims``
             (conditioner MLP widths, default ``(320, 320)``), ``count_bins``, ``bound`` (see
