@@ -187,7 +187,7 @@ CLI_CASES = {
     ),
     "density-num-levels-on-nice": (
         _with(D, flow="nice") + ["--num-levels", "2", "--out", "{out}"],
-        ["--num-levels", "realnvp, glow or nsf"],
+        ["--num-levels", "realnvp, glow, nsf or idf"],
     ),
     "density-dequantization-on-toy": (
         D + ["--dequantization", "variational", "--out", "{out}"],
