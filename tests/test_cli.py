@@ -252,3 +252,14 @@ def test_a_prior_option_of_another_prior_is_a_one_line_error(tmp_path):
     assert_one_line_error(code, err, "--num-pseudo-inputs applies to --prior vamp only")
     code, _, err = run([*TRAIN, "--prior-flow", "nice", "--out", tmp_path / "run"])
     assert_one_line_error(code, err, "--prior-flow applies to --prior flow only")
+
+
+def test_flow_matching_flags_are_one_line_errors(tmp_path):
+    density = ["density", "train", "--dataset", "moons", "--out", tmp_path / "run"]
+    code, _, err = run([*density, "--flow", "ffjord", "--coupling", "ot"])
+    assert_one_line_error(code, err, "--coupling and --sigma-min apply to --objective flow-matching only")
+    code, _, err = run([*density, "--flow", "realnvp", "--objective", "flow-matching"])
+    assert_one_line_error(code, err, "continuous flows only", "--flow ffjord")
+    code, _, err = run([*density, "--flow", "ffjord", "--objective", "flow-matching", "--sigma-min", "1"])
+    assert_one_line_error(code, err, "--sigma-min", "[0, 1)")
+    assert not (tmp_path / "run").exists()

@@ -150,6 +150,19 @@ DENSITY_ROWS = {
     ),
     "dequantization-default": (["--dataset", "mnist"], lambda c, m: c["dequantization"] == "uniform"),
     "conditional": (["--conditional"], lambda c, m: c["conditional"] is True),
+    "objective-default": ([], lambda c, m: c["objective"] == "likelihood" and c["flow_matching"] is None),
+    "objective": (
+        ["--flow", "ffjord", "--num-steps", "1", "--objective", "flow-matching"],
+        lambda c, m: c["objective"] == "flow-matching" and c["flow_matching"] == density.FlowMatching(),
+    ),
+    "coupling": (
+        ["--flow", "ffjord", "--num-steps", "1", "--objective", "flow-matching", "--coupling", "ot"],
+        lambda c, m: c["flow_matching"].coupling == "ot" and c["flow_matching"].sigma_min == 0,
+    ),
+    "sigma-min": (
+        ["--flow", "ffjord", "--num-steps", "1", "--objective", "flow-matching", "--sigma-min", "0.01"],
+        lambda c, m: c["flow_matching"] == density.FlowMatching("independent", 0.01),
+    ),
     "epochs": (["--epochs", "3"], lambda c, m: c["config"].epochs == 3),
     "batch-size": (["--batch-size", "32"], lambda c, m: c["config"].batch_size == 32),
     "lr": (["--lr", "0.01"], lambda c, m: c["config"].lr == 0.01),

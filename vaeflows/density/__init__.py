@@ -1,5 +1,5 @@
 """Density estimation with normalizing flows: NICE, RealNVP, MAF, Glow, residual flows and FFJORD,
-dequantization, energies.
+dequantization, energies, flow matching.
 
 Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``)
 and scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``.
@@ -38,8 +38,19 @@ from .layers import (
     Squeeze,
     Unsqueeze,
 )
+from .matching import (
+    COUPLINGS,
+    FlowMatching,
+    cnf_blocks,
+    cnf_velocity,
+    conditional_path,
+    flow_matching_loss,
+    independent_coupling,
+    ot_coupling,
+    sample_nfe,
+)
 from .toy import ENERGIES, TOY_DATASETS, toy_data
-from .training import DensityModel, evaluate_density, load_density_run, train_density
+from .training import DENSITY_OBJECTIVES, DensityModel, evaluate_density, load_density_run, train_density
 
 __all__ = [
     "DENSITY_FLOWS",
@@ -79,6 +90,16 @@ __all__ = [
     "EnergyFit",
     "fit_energy",
     "log_partition_on_box",
+    "COUPLINGS",
+    "FlowMatching",
+    "flow_matching_loss",
+    "conditional_path",
+    "independent_coupling",
+    "ot_coupling",
+    "cnf_blocks",
+    "cnf_velocity",
+    "sample_nfe",
+    "DENSITY_OBJECTIVES",
     "DensityModel",
     "train_density",
     "evaluate_density",
