@@ -20,7 +20,21 @@ library, measured interleaved; the ratio vaeflows / normflows is the figure that
 issue asks for at most 1.2). normflows is installed for this benchmark only (``pip install
 normflows``); without it the script says so and exits.
 
+``--suite nsf`` (issue 15): neural spline flows against zuko's ``zuko.flows.NSF`` and normflows'
+``CoupledRationalQuadraticSpline`` / ``AutoregressiveRationalQuadraticSpline`` on the four 2-D
+sets, all five models trained in lockstep on the same batches: ``--nsf-steps`` spline steps of
+``--bins`` bins on ``[-B, B]`` (``B = --tail-bound``, default 5, zuko's fixed bound, which holds
+every toy point), conditioners of two hidden layers of ``--hidden`` ReLU units (vaeflows:
+``nsf((2,), transform=..., hidden=H, bins=K, tail_bound=B)``, coupling on alternating halves
+or MADEs with the order reversed every other step; zuko: ``NSF(2, bins=K, transforms=S,
+hidden_features=(H, H))``, its fixed order alternating, which for two features is the coupling and
+the autoregressive flow at once; normflows: the conditioner is a ``ResidualNet`` of one residual
+block of width ``H``, the nearest it has to a two-layer MLP, with one linear layer more, and its
+coupling also applies an unconditional spline to the conditioning half, a ``Permute("swap")``
+between autoregressive steps). Time ratios are vaeflows over the faster peer.
+
     python benchmarks/density_vs_peer.py --out benchmarks/results/density_vs_peer.md
+    python benchmarks/density_vs_peer.py --suite nsf --out benchmarks/results/density_vs_peer_nsf.md
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_DIR, command_line, machine  # noqa: E402
 
-from vaeflows.density import bits_per_dim, glow, load_density_data, realnvp, toy_data  # noqa: E402
+from vaeflows.density import bits_per_dim, glow, load_density_data, nsf, realnvp, toy_data  # noqa: E402
 from vaeflows.density.dequantization import NUM_LEVELS  # noqa: E402
 
 PAPERS = "RealNVP 1.06, Glow 1.05, FFJORD 0.99 bits/dim on MNIST (as reported in the FFJORD paper, Table 2)"
@@ -172,6 +186,127 @@ def mnist(nf, args) -> List[str]:
     return [row]
 
 
+def peer_nsf_2d(nf, form: str, num_steps: int, hidden: int, bins: int, bound: float):
+    """normflows' spline flows: coupling (alternating masks) or autoregressive (order swapped between steps)."""
+    flows: list = []
+    for k in range(num_steps):
+        if form == "coupling":
+            flows.append(
+                nf.flows.CoupledRationalQuadraticSpline(
+                    2, 1, hidden, num_bins=bins, tail_bound=bound, reverse_mask=k % 2 == 1
+                )
+            )
+        else:
+            flows += [
+                nf.flows.AutoregressiveRationalQuadraticSpline(2, 1, hidden, num_bins=bins, tail_bound=bound),
+                nf.flows.Permute(2, mode="swap"),
+            ]
+    return nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
+
+
+NSF_MODELS = ("vaeflows coupling", "vaeflows autoregressive", "zuko", "normflows coupling", "normflows autoregressive")
+
+
+def nsf_two_d(nf, zuko, args) -> List[str]:
+    """Per data set, two rows (coupling, autoregressive): the NLLs of vaeflows and the two peers
+    (means over ``--seeds``), vaeflows minus each peer (mean ± standard error over the seeds), the
+    milliseconds per step and vaeflows' time over the faster peer's."""
+    rows = []
+    for name in ("moons", "8gaussians", "checkerboard", "rings"):
+        train, test = toy_data(name, 20000, seed=0), toy_data(name, 5000, seed=2)
+        runs = []
+        for seed in args.seeds:
+            torch.manual_seed(seed)
+            size = {
+                "num_steps": args.nsf_steps,
+                "hidden": args.hidden,
+                "bins": args.bins,
+                "tail_bound": args.tail_bound,
+            }
+            ours = [nsf((2,), transform=form, **size) for form in ("coupling", "autoregressive")]
+            z = zuko.flows.NSF(2, bins=args.bins, transforms=args.nsf_steps, hidden_features=(args.hidden, args.hidden))
+            peers = [
+                peer_nsf_2d(nf, f, args.nsf_steps, args.hidden, args.bins, args.tail_bound) for f in ("coupling", "ar")
+            ]
+            order = torch.randint(
+                len(train), (args.iters2d, args.batch2d), generator=torch.Generator().manual_seed(seed)
+            )
+            scores = [
+                ours[0].log_prob,
+                ours[1].log_prob,
+                lambda x: z().log_prob(x),
+                peers[0].log_prob,
+                peers[1].log_prob,
+            ]
+            times = lockstep(
+                [lambda x, f=f: -f(x).mean() for f in scores[:3]] + [p.forward_kld for p in peers],
+                [*ours, z, *peers],
+                lambda s: train[order[s]],
+                args.iters2d,
+                args.lr,
+            )
+            runs.append([-mean_over(f, test) for f in scores] + times)
+        table = torch.tensor(runs, dtype=torch.float64)  # (seeds, 10): 5 NLLs, 5 times
+        nll, seconds = table[:, :5], table[:, 5:]
+        for form, us, peer in (("coupling", 0, 3), ("autoregressive", 1, 4)):
+            cells, notes = [], []
+            for k in (us, 2, peer):
+                bad = [str(s) for s, v in zip(args.seeds, nll[:, k]) if not torch.isfinite(v)]
+                if bad:
+                    notes.append(f"{NSF_MODELS[k]} NaN in seed {', '.join(bad)}")
+                finite = nll[:, k][torch.isfinite(nll[:, k])]
+                cells.append(f"{float(finite.mean()):.4f}" if len(finite) else "NaN")
+            for k in (2, peer):
+                both = torch.isfinite(nll[:, us]) & torch.isfinite(nll[:, k])
+                diff = (nll[:, us] - nll[:, k])[both]
+                error = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+                cells.append(f"{float(diff.mean()):+.4f} ± {error:.4f}")
+            ms = [1e3 * float(seconds[:, k].mean()) for k in (us, 2, peer)]
+            ratio = float(seconds[:, us].sum() / min(seconds[:, 2].sum(), seconds[:, peer].sum()))
+            note = f" ({'; '.join(notes)}: means over the other seeds)" if notes else ""
+            rows.append(
+                f"| {name}{note} | {form} | {' | '.join(cells)} | {' | '.join(f'{t:.2f}' for t in ms)} | {ratio:.2f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def nsf_main(args, argv) -> int:
+    try:
+        import normflows as nf
+        import zuko
+    except ImportError as error:
+        print(
+            f"{error.name} is not installed: `pip install zuko normflows` (the bench extra) for --suite nsf; skipping."
+        )
+        return 0
+    torch.set_num_threads(args.threads)
+    rows = nsf_two_d(nf, zuko, args)
+    lines = [
+        "# Neural spline flows: vaeflows against zuko and normflows",
+        "",
+        f"Command: `{command_line('density_vs_peer.py', argv if argv is not None else sys.argv[1:])}`",
+        "",
+        f"Machine: {machine()}; zuko {getattr(zuko, '__version__', '?')}, normflows {getattr(nf, '__version__', '?')}.",
+        "",
+        "Protocol: see the docstring of `benchmarks/density_vs_peer.py` (`--suite nsf`: five models trained in "
+        f"lockstep on the same batches, Adam lr {args.lr}, float32). {args.nsf_steps} spline steps, {args.bins} "
+        f"bins, tail bound {args.tail_bound:g}, conditioners {args.hidden}-{args.hidden} ReLU; {args.iters2d} steps "
+        f"of batch {args.batch2d}; NLL in nats on 5000 test points, mean over seeds {args.seeds} (differences: "
+        "mean ± standard error over the seeds; negative favours vaeflows). zuko's one NSF is both forms in 2-D. "
+        "ms/step: mean over all steps and seeds; time ratio: vaeflows over the faster of its two peers.",
+        "",
+        "| problem | form | vaeflows NLL | zuko NLL | normflows NLL | vaeflows − zuko | vaeflows − normflows | "
+        "vaeflows ms/step | zuko ms/step | normflows ms/step | time ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=DATA_DIR, help="default: $VAEFLOWS_DATA_DIR or ../shared/data")
@@ -194,8 +329,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="seeds of the 2-D runs, comma-separated",
     )
     parser.add_argument("--skip-mnist", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/density_vs_peer.md"))
+    parser.add_argument("--suite", choices=["realnvp", "nsf"], default="realnvp", help="nsf: the spline flows, 2-D")
+    parser.add_argument("--nsf-steps", type=int, default=4, help="spline steps of --suite nsf")
+    parser.add_argument("--bins", type=int, default=8, help="spline bins of --suite nsf")
+    parser.add_argument("--tail-bound", type=float, default=5.0, help="spline tail bound of --suite nsf")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/density_vs_peer[_nsf].md")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path(f"benchmarks/results/density_vs_peer{'_nsf' if args.suite == 'nsf' else ''}.md")
+    if args.suite == "nsf":
+        return nsf_main(args, argv)
     try:
         import normflows as nf
     except ImportError:

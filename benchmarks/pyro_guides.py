@@ -191,6 +191,16 @@ def guide_specs(with_zuko: bool = True) -> List[GuideSpec]:
             label = "" if base == "diagonal" else ", full base"
             build = _auto_flow("iaf", base, init_scale=1.0, **({"update": update} if update == "affine" else {}))
             specs.append(GuideSpec(f"AutoFlow {name}{label}, init_scale 1", "vaeflows", build))
+    # the affine update with ReLU MADEs (zuko's MAF, stepwise), on the standard base (the flow
+    # alone on N(0, I), as zuko's and AutoNormalizingFlow's) and on the learned bases
+    relu = {"update": "affine", "activation": "relu"}
+    specs.append(
+        GuideSpec("AutoFlow iaf affine relu, standard base", "vaeflows", _auto_flow("iaf", "standard", **relu))
+    )
+    for base in ("diagonal", "full"):
+        label = "" if base == "diagonal" else ", full base"
+        build = _auto_flow("iaf", base, init_scale=1.0, **relu)
+        specs.append(GuideSpec(f"AutoFlow iaf affine relu{label}, init_scale 1", "vaeflows", build))
     return specs
 
 

@@ -187,7 +187,7 @@ CLI_CASES = {
     ),
     "density-num-levels-on-nice": (
         _with(D, flow="nice") + ["--num-levels", "2", "--out", "{out}"],
-        ["--num-levels", "realnvp or glow"],
+        ["--num-levels", "realnvp, glow or nsf"],
     ),
     "density-dequantization-on-toy": (
         D + ["--dequantization", "variational", "--out", "{out}"],

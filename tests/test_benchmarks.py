@@ -215,3 +215,15 @@ def test_memory_measures_both_commands_and_the_phases(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "MB" not in line]
     assert any(line.startswith("| hand-written") for line in rows) and any("vaeflows train" in r for r in rows)
     assert "| load the data set |" in text and "row-blocked" in text
+
+
+def test_density_vs_peer_nsf_suite_writes_every_row(tmp_path):
+    pytest.importorskip("zuko")
+    pytest.importorskip("normflows")
+    density_vs_peer = _load("density_vs_peer")
+    out = tmp_path / "nsf.md"
+    argv = ["--suite", "nsf", "--iters2d", "2", "--batch2d", "16", "--seeds", "0,1", "--nsf-steps", "1"]
+    assert density_vs_peer.main([*argv, "--hidden", "4", "--bins", "3", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "|---" not in line][1:]
+    assert len(rows) == 8 and {row.split(" | ")[1] for row in rows} == {"coupling", "autoregressive"}
+    assert all("nan" not in row.lower() for row in rows)

@@ -18,7 +18,7 @@ import vaeflows.density as density
 import vaeflows.infer.experiment as experiment
 import vaeflows.report as report
 from vaeflows.cli import build_parser, main
-from vaeflows.density import Coupling, Squeeze, density_flow
+from vaeflows.density import Coupling, SplineCoupling, SplineMAFStep, Squeeze, density_flow
 from vaeflows.infer.experiment import load_run
 from vaeflows.models import build_vae
 from vaeflows.nn import GatedConvEncoder
@@ -44,6 +44,10 @@ def vae_of(call, image_shape=(1, 8, 8)):
 
 def linear_widths(module):
     return [m.out_features for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def spline_layers(model):
+    return [m for m in model.modules() if isinstance(m, (SplineCoupling, SplineMAFStep))]
 
 
 # (flags, check of the recorded train_vae arguments); a flag may appear in several rows.
@@ -143,6 +147,20 @@ DENSITY_ROWS = {
     "num-steps": (["--num-steps", "3"], lambda c, m: sum(isinstance(x, Coupling) for x in m.modules()) == 3),
     "hidden": (["--hidden", "12"], lambda c, m: linear_widths(m)[0] == 12),
     "num-levels": (["--flow", "glow", "--num-levels", "3"], lambda c, m: c["options"]["num_levels"] == 3),
+    "num-levels-nsf": (
+        ["--flow", "nsf", "--num-levels", "2", "--hidden", "4"],
+        lambda c, m: sum(type(x) is Squeeze for x in m.modules()) == 1 and m.unit_interval,
+    ),
+    "transform": (
+        ["--flow", "nsf", "--transform", "autoregressive"],
+        lambda c, m: sum(isinstance(x, SplineMAFStep) for x in m.modules()) == 4,
+    ),
+    "transform-default": (["--flow", "nsf"], lambda c, m: sum(isinstance(x, SplineCoupling) for x in m.modules()) == 4),
+    "bins": (["--flow", "nsf", "--bins", "5"], lambda c, m: {x.bins for x in spline_layers(m)} == {5}),
+    "tail-bound": (
+        ["--flow", "nsf", "--tail-bound", "2.5"],
+        lambda c, m: {x.tail_bound for x in spline_layers(m)} == {2.5},
+    ),
     "num-train": (["--num-train", "500"], lambda c, m: c["num_train"] == 500),
     "dequantization": (
         ["--dataset", "mnist", "--dequantization", "variational"],
@@ -197,6 +215,12 @@ ENERGY_ROWS = {
     "energy": (["--energy", "U3"], lambda c: c["energy"] == "U3"),
     "flow": (["--flow", "radial"], lambda c: c["flow"] == "radial"),
     "num-flows": (["--num-flows", "5"], lambda c: c["num_flows"] == 5),
+    "bins": (["--flow", "spline-coupling", "--bins", "5"], lambda c: c["flow_options"] == {"count_bins": 5}),
+    "tail-bound": (
+        ["--flow", "spline-autoregressive", "--tail-bound", "4"],
+        lambda c: c["flow_options"] == {"bound": 4.0},
+    ),
+    "spline-defaults": (["--flow", "spline-coupling"], lambda c: c["flow_options"] is None),
     "steps-per-epoch": (["--steps-per-epoch", "9"], lambda c: c["steps_per_epoch"] == 9),
     "warmup": (["--warmup", "4"], lambda c: c["config"].warmup == 4),
     "epochs": (["--epochs", "3"], lambda c: c["config"].epochs == 3),
@@ -216,6 +240,29 @@ ENERGY_ROWS = {
 def test_density_energy_flag(monkeypatch, tmp_path, flags, check):
     call = recorded(monkeypatch, density, "fit_energy", [*ENERGY, tmp_path / "run", *flags])
     assert check(call), call
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([*DENSITY, "RUN", "--bins", "5"], "--bins applies to --flow nsf only"),
+        ([*DENSITY, "RUN", "--transform", "autoregressive"], "--transform applies to --flow nsf only"),
+        (
+            [*ENERGY, "RUN", "--tail-bound", "2"],
+            "--tail-bound applies to --flow spline-autoregressive or spline-coupling",
+        ),
+        ([*DENSITY, "RUN", "--flow", "nsf", "--bins", "1"], "--bins"),
+    ],
+)
+def test_spline_flags_of_another_flow_are_one_line_errors(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own checks
+        code = exit.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 EVALUATE_ROWS = {

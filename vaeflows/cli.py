@@ -35,6 +35,30 @@ FLOW_OPTIONS = {
     "iaf_hidden": ("flow_hidden_dims", {"iaf"}),
 }
 
+#: ``vaeflows density`` flag -> (builder keyword, the flows it applies to): ``density train``'s
+#: options of nsf, ``density energy``'s of the spline posterior flows.
+SPLINE_FLOWS = {"spline-autoregressive", "spline-coupling"}
+DENSITY_TRAIN_OPTIONS = {
+    "transform": ("transform", {"nsf"}),
+    "bins": ("bins", {"nsf"}),
+    "tail_bound": ("tail_bound", {"nsf"}),
+}
+ENERGY_OPTIONS = {"bins": ("count_bins", SPLINE_FLOWS), "tail_bound": ("bound", SPLINE_FLOWS)}
+
+
+def _flow_flags(args: argparse.Namespace, table: dict) -> dict:
+    """The builder options of the flags of ``table`` that were given; a flag of another flow is
+    an error naming the flows it applies to."""
+    options = {}
+    for flag, (keyword, flows) in table.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if args.flow not in flows:
+            raise ValueError(f"--{flag.replace('_', '-')} applies to --flow {' or '.join(sorted(flows))} only")
+        options[keyword] = value
+    return options
+
 
 RESUME_HELP = (
     "run directory; one that holds a run is resumed, with the run's own training settings "
@@ -162,12 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_density_commands(commands) -> None:
     """``vaeflows density train|energy``: maximum likelihood and reverse-KL fits of flows."""
-    from vaeflows.density import COUPLINGS, DENSITY_DATASETS, DENSITY_FLOWS, DENSITY_OBJECTIVES, DEQUANTIZERS, ENERGIES
+    from vaeflows.density import (
+        COUPLINGS,
+        DENSITY_DATASETS,
+        DENSITY_FLOWS,
+        DENSITY_OBJECTIVES,
+        DEQUANTIZERS,
+        ENERGIES,
+        NSF_TRANSFORMS,
+    )
     from vaeflows.density.matching import check_sigma_min
 
     density = commands.add_parser("density", help="density estimation and energy fits with flows")
     actions = density.add_subparsers(dest="density_command", required=True)
-    train = actions.add_parser("train", help="fit a density flow by maximum likelihood")
+    train = actions.add_parser("train", help="fit a density flow by maximum likelihood or flow matching")
     train.add_argument(
         "--flow",
         required=True,
@@ -200,12 +232,24 @@ def _add_density_commands(commands) -> None:
         type=_checked(check_sigma_min, float),
         help="width of the flow-matching paths at the data, in [0, 1) (default 0: rectified flow)",
     )
+    train.add_argument(
+        "--transform",
+        choices=list(NSF_TRANSFORMS),
+        help="nsf: spline coupling (default) or autoregressive (MADE) steps",
+    )
     energy = actions.add_parser("energy", help="fit a posterior flow to U1-U4 by reverse KL")
     energy.add_argument("--energy", required=True, choices=list(ENERGIES))
     energy.add_argument("--flow", default="planar", choices=list(POSTERIOR_FLOWS))
     energy.add_argument("--num-flows", type=POSITIVE_INT, default=16)
     energy.add_argument("--steps-per-epoch", type=POSITIVE_INT, default=100)
     energy.add_argument("--warmup", type=COUNT, default=20, help="epochs of beta annealing")
+    for action, flows in ((train, "nsf"), (energy, "spline-coupling/-autoregressive")):
+        action.add_argument(
+            "--bins", type=_checked(check_int, int, minimum=2), help=f"{flows}: spline bins (default 8)"
+        )
+        action.add_argument(
+            "--tail-bound", type=POSITIVE, help=f"{flows}: splines on [-B, B], the identity outside (default 3)"
+        )
     for action, (epochs, batch, lr) in ((train, (100, 256, 1e-3)), (energy, (50, 256, 1e-3))):
         action.add_argument("--epochs", type=POSITIVE_INT, default=epochs)
         action.add_argument("--batch-size", type=POSITIVE_INT, default=batch)
@@ -244,12 +288,13 @@ def _density(args: argparse.Namespace) -> None:
             progress=not args.no_progress,
             allow_changes=args.allow_changes,
             logs=args.log,
+            flow_options=_flow_flags(args, ENERGY_OPTIONS) or None,
         )
         return
-    options = {"num_steps": args.num_steps, "hidden": args.hidden}
+    options = {"num_steps": args.num_steps, "hidden": args.hidden, **_flow_flags(args, DENSITY_TRAIN_OPTIONS)}
     if args.num_levels is not None:
-        if args.flow not in ("realnvp", "glow"):
-            raise ValueError("--num-levels applies to --flow realnvp or glow only (multi-scale on images)")
+        if args.flow not in ("realnvp", "glow", "nsf"):
+            raise ValueError("--num-levels applies to --flow realnvp, glow or nsf only (multi-scale on images)")
         options["num_levels"] = args.num_levels
     if args.dequantization is not None and args.dataset in TOY_DATASETS:
         raise ValueError(f"--dequantization applies to 8-bit data (mnist) only; {args.dataset} is continuous")

@@ -16,7 +16,9 @@ import torch
 
 from vaeflows.density import DENSITY_FLOWS, ActNorm, FlowDensity, density_flow
 
-NAMES = list(DENSITY_FLOWS)
+#: Variants of a registry flow that run through the same generic tests: name -> (flow, options).
+VARIANTS = {"nsf-autoregressive": ("nsf", {"transform": "autoregressive"})}
+NAMES = list(DENSITY_FLOWS) + list(VARIANTS)
 SHAPES = {"vector": (3,), "image": (2, 4, 4)}
 CONTEXT_DIM = 3
 
@@ -36,8 +38,9 @@ ATOL = {"ffjord": (1e-6, 1e-6, 1e-6)}
 
 
 def options(name, shape, **overrides):
-    small = {"num_steps": 2, "hidden": 8, **EXACT_MODES.get(name, {}), **overrides}
-    if name == "maf":
+    variant = VARIANTS.get(name, (name, {}))[1]
+    small = {"num_steps": 2, "hidden": 8, **EXACT_MODES.get(name, {}), **variant, **overrides}
+    if name in ("maf", "nsf-autoregressive"):
         small["hidden"] = max(8, torch.Size(shape).numel())
     if name in ("realnvp", "glow") and len(shape) == 3:
         small["num_levels"] = 2
@@ -49,7 +52,10 @@ def make_model(name, shape, conditional=False, seed=0, perturb=None, **overrides
     if perturb is None:
         perturb = 0.3 if len(shape) == 1 else 0.1
     model = density_flow(
-        name, shape, context_dim=CONTEXT_DIM if conditional else None, **options(name, shape, **overrides)
+        VARIANTS.get(name, (name,))[0],
+        shape,
+        context_dim=CONTEXT_DIM if conditional else None,
+        **options(name, shape, **overrides),
     )
     model = model.double()
     model.log_prob(data(shape, 16, seed), context(16) if conditional else None)  # ActNorm's init

@@ -123,8 +123,9 @@ def fake_mnist(data_dir=None, num_train=64, seed=0):
     [
         ["--flow", "realnvp", "--num-levels", "2"],
         ["--flow", "glow", "--num-levels", "1", "--conditional", "--dequantization", "variational"],
+        ["--flow", "nsf", "--num-levels", "2", "--conditional", "--bins", "4", "--tail-bound", "2"],
     ],
-    ids=["realnvp-uniform", "glow-conditional-variational"],
+    ids=["realnvp-uniform", "glow-conditional-variational", "nsf-conditional"],
 )
 def test_cli_density_on_8bit_images_reports_bits_per_dim(tmp_path, monkeypatch, flags):
     monkeypatch.setitem(DENSITY_DATASETS, "mnist", fake_mnist)
@@ -208,6 +209,23 @@ def test_energy_fit_lowers_reverse_kl(flow, tmp_path):
     metrics = fit_energy("U1", flow, 4, config, tmp_path, steps_per_epoch=40, progress=False, log=lambda s: None)
     assert metrics["free_energy"] < before - 0.5
     assert metrics["kl_box"] > -0.05  # a KL divergence (up to Monte Carlo error)
+
+
+def test_energy_fit_with_a_spline_flow_records_its_options(tmp_path):
+    """The path of ``vaeflows density energy --flow spline-* --bins --tail-bound`` (the flags
+    themselves: tests/test_cli_flags.py), with small conditioners."""
+    flow = "spline-coupling"
+    options = {"count_bins": 4, "bound": 4.0, "hidden_dims": (16,)}
+    torch.manual_seed(0)
+    before = float(EnergyFit(flow, 2, options).free_energy(ENERGIES["U1"], 20000).detach())
+    config = TrainConfig(epochs=2, batch_size=128, lr=1e-2, optimizer="adam", warmup=1, patience=0)
+    metrics = fit_energy("U1", flow, 2, config, tmp_path, 30, progress=False, log=lambda s: None, flow_options=options)
+    assert metrics["flow_options"] == options and metrics["free_energy"] < before - 0.5
+    fitted = EnergyFit(flow, 2, metrics["flow_options"])
+    fitted.load_state_dict(torch.load(tmp_path / "best.pt")["module"])  # the options rebuild the very model
+    assert fitted.flow.count_bins == 4 and fitted.flow.bound == 4.0
+    with pytest.raises(ValueError, match="do not apply to the planar flow"):
+        EnergyFit("planar", 2, {"count_bins": 4})
 
 
 def test_8bit_data_out_of_range_are_refused():

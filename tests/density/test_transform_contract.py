@@ -15,7 +15,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from tests.density.test_density_flows import data, make_model
+from tests.density.test_density_flows import VARIANTS, data, make_model
 from tests.transforms.test_posterior_flows import CONTEXT_DIM, make_flow
 from vaeflows.density import DENSITY_FLOWS, Bijection
 from vaeflows.transforms import POSTERIOR_FLOWS
@@ -57,7 +57,7 @@ def batch_of(shape, ndim):
     return shape[: len(shape) - ndim]
 
 
-density_cases = pytest.mark.parametrize("name", list(DENSITY_FLOWS))
+density_cases = pytest.mark.parametrize("name", list(DENSITY_FLOWS) + list(VARIANTS))
 shapes = pytest.mark.parametrize("kind", list(SHAPES))
 
 

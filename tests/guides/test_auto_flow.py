@@ -59,6 +59,8 @@ def perturbed_guide(name, base, seed=0):
 @pytest.mark.parametrize("name", NAMES + [None])
 def test_log_density_matches_the_autograd_jacobian(name, base):
     """``log q(x) = log N(z0; 0, I) - log|det dx/dz0|`` for the whole map ``z0 -> x``."""
+    if name is None and base == "standard":
+        pytest.skip("no guide: the standard base needs a flow (test_standard_base_is_the_flow_alone)")
     guide = perturbed_guide(name, base)
     transform = guide.get_transform()
     torch.manual_seed(1)
@@ -75,6 +77,18 @@ def test_log_density_matches_the_autograd_jacobian(name, base):
     y = posterior.rsample()
     torch.testing.assert_close(y, x, rtol=0, atol=atol)
     torch.testing.assert_close(posterior.log_prob(y), expected, rtol=0, atol=atol)
+
+
+def test_standard_base_is_the_flow_alone_on_a_standard_normal():
+    """``base="standard"``: ``x = f(z0)``, no ``loc`` or ``scale`` parameter; without a flow, refused."""
+    torch.manual_seed(0)
+    guide = set_up(AutoFlow(model, "iaf", num_flows=2, base="standard", hidden_dims=(8,)))
+    assert {name for name, _ in guide.named_parameters()} == {n for n, _ in guide.flow.named_parameters(prefix="flow")}
+    z0 = torch.randn(4, guide.latent_dim)
+    torch.testing.assert_close(guide.get_transform()(z0), guide.flow(z0))
+    torch.testing.assert_close(guide.loc, torch.zeros(guide.latent_dim))
+    with pytest.raises(ValueError, match="base='standard' without a flow"):
+        AutoFlow(model, None, base="standard")
 
 
 @pytest.mark.parametrize("rank", [1, 3])

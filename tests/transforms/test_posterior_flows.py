@@ -18,7 +18,8 @@ from pyro.optim import Adam
 from vaeflows.transforms import POSTERIOR_FLOWS, NoInverseError, posterior_flow
 
 #: Variants of a registry flow that run through the same generic tests: name -> (flow, options).
-VARIANTS = {"iaf-affine": ("iaf", {"update": "affine"})}
+# the affine update with ReLU MADEs: both options of the IAF beside its defaults (gated, ELU)
+VARIANTS = {"iaf-affine-relu": ("iaf", {"update": "affine", "activation": "relu"})}
 NAMES = list(POSTERIOR_FLOWS) + list(VARIANTS)
 CONTEXT_DIM = 6
 NUM_FLOWS = 3
@@ -420,3 +421,14 @@ def test_iaf_affine_update_is_the_soft_clamped_affine_map():
         posterior_flow("iaf", 3, 1, update="affine", sigmoid_bias=2.0)
     with pytest.raises(ValueError, match="unknown update 'afine'; known: gated, affine"):
         posterior_flow("iaf", 3, 1, update="afine")
+
+
+def test_iaf_activation_is_the_mades_hidden_nonlinearity():
+    """``activation="relu"`` puts ReLUs between the MADEs' layers (ELU by default); a bad name is refused."""
+    for name, kind in (("elu", torch.nn.ELU), ("relu", torch.nn.ReLU)):
+        flow = posterior_flow("iaf", 3, 2, hidden_dims=(8,), activation=name)
+        assert all(isinstance(made.f, kind) for made in flow.mades)
+    amortized = posterior_flow("iaf", 3, 1, context_dim=4, hidden_dims=(8,), activation="relu")
+    assert isinstance(amortized.mades[0].f, torch.nn.ReLU)
+    with pytest.raises(ValueError, match="unknown activation 'tanh'; known: elu, relu"):
+        posterior_flow("iaf", 3, 1, activation="tanh")

@@ -1,4 +1,5 @@
-"""Density estimation with normalizing flows: NICE, RealNVP, MAF, Glow, residual flows and FFJORD,
+"""Density estimation with normalizing flows: NICE, RealNVP, MAF, Glow, residual flows, FFJORD and
+neural spline flows (NSF),
 dequantization, energies, flow matching.
 
 Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``)
@@ -23,7 +24,19 @@ from .dequantization import (
     dequantized_log_likelihood,
 )
 from .energy import EnergyFit, fit_energy, log_partition_on_box
-from .flows import DENSITY_FLOWS, FlowDensity, density_flow, ffjord, glow, maf, nice, realnvp, residual
+from .flows import (
+    DENSITY_FLOWS,
+    NSF_TRANSFORMS,
+    FlowDensity,
+    density_flow,
+    ffjord,
+    glow,
+    maf,
+    nice,
+    nsf,
+    realnvp,
+    residual,
+)
 from .freeform import CNFBlock, ResidualBlock
 from .layers import (
     ActNorm,
@@ -49,6 +62,7 @@ from .matching import (
     ot_coupling,
     sample_nfe,
 )
+from .splines import SplineCoupling, SplineMAFStep
 from .toy import ENERGIES, TOY_DATASETS, toy_data
 from .training import DENSITY_OBJECTIVES, DensityModel, evaluate_density, load_density_run, train_density
 
@@ -62,6 +76,8 @@ __all__ = [
     "glow",
     "residual",
     "ffjord",
+    "nsf",
+    "NSF_TRANSFORMS",
     "ResidualBlock",
     "CNFBlock",
     "Bijection",
@@ -75,6 +91,8 @@ __all__ = [
     "FactorOut",
     "Flatten",
     "Logit",
+    "SplineCoupling",
+    "SplineMAFStep",
     "DEQUANTIZERS",
     "UniformDequantizer",
     "VariationalDequantizer",

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Callable, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -54,15 +54,20 @@ class EnergyFit(nn.Module):
     Args:
         flow: a name of :data:`vaeflows.transforms.POSTERIOR_FLOWS`.
         num_flows: ``K``.
+        flow_options: options of the global flow (see :func:`vaeflows.transforms.posterior_flow`),
+            e.g. ``{"count_bins": 8, "bound": 4.0}`` for the spline flows.
     """
 
     _reference: torch.Tensor  # a buffer: samples take its dtype and device
 
-    def __init__(self, flow: str, num_flows: int) -> None:
+    def __init__(self, flow: str, num_flows: int, flow_options: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__()
         if flow not in POSTERIOR_FLOWS:
             raise ValueError(f"unknown posterior flow {flow!r}; known: {', '.join(POSTERIOR_FLOWS)}")
-        self.flow = posterior_flow(flow, 2, num_flows)
+        try:
+            self.flow = posterior_flow(flow, 2, num_flows, **dict(flow_options or {}))
+        except TypeError as error:  # an option of another flow
+            raise ValueError(f"options {dict(flow_options or {})} do not apply to the {flow} flow: {error}") from None
         self.register_buffer("_reference", torch.zeros(()))
 
     def sample_with_log_q(self, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +102,7 @@ def fit_energy(
     log: Callable[[str], None] = print,
     allow_changes: bool = False,
     logs: Sequence[str] = (),
+    flow_options: Optional[Mapping[str, Any]] = None,
 ) -> dict:
     """Fit ``q`` to ``exp(-U)`` by reverse KL into ``run_dir`` (resumable); write ``metrics.json``
     and ``energy_fit.png`` (target beside ``q``).
@@ -113,6 +119,7 @@ def fit_energy(
             :func:`vaeflows.infer.training.fit`).
         logs: experiment logs written beside ``metrics.json``: ``"tensorboard"`` and/or ``"csv"``
             (:class:`vaeflows.infer.run_log.RunLog`).
+        flow_options: options of the flow (see :class:`EnergyFit`), recorded with the run.
 
     Returns:
         The metrics: ``free_energy`` (``KL - log Z``, nats), ``log_z_box`` and
@@ -124,8 +131,10 @@ def fit_energy(
     check_int("steps_per_epoch (--steps-per-epoch)", steps_per_epoch)
     run_log = RunLog(Path(run_dir), logs)  # an unknown format or a missing package stops it here
     torch.manual_seed(config.seed)
-    model = EnergyFit(flow, num_flows)
+    model = EnergyFit(flow, num_flows, flow_options)
     signature = {"energy": energy, "flow": flow, "num_flows": num_flows, "steps_per_epoch": steps_per_epoch}
+    if flow_options:  # runs without options keep the signature they were written with
+        signature["flow_options"] = dict(flow_options)
 
     def validate(samples: int = 20000) -> float:
         with torch.random.fork_rng():

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from vaeflows.checks import check_int
+from vaeflows.checks import check_dims, check_int
 
 from .freeform import CNFBlock, ResidualBlock
 from .layers import (
@@ -47,6 +47,7 @@ from .layers import (
     checkerboard_mask,
 )
 from .nets import CouplingCNN, CouplingMLP
+from .splines import SplineCoupling, SplineMAFStep, spline_params_per_dim
 
 __all__ = [
     "DENSITY_FLOWS",
@@ -58,6 +59,8 @@ __all__ = [
     "glow",
     "residual",
     "ffjord",
+    "nsf",
+    "NSF_TRANSFORMS",
     "standard_normal_log_prob",
 ]
 
@@ -482,6 +485,133 @@ def ffjord(
     return _vector_model("ffjord", event_shape, layers, context_dim)
 
 
+def _multiscale(
+    shape: Shape, levels: int, num_steps: int, coupling: Callable[[torch.Tensor], Bijection]
+) -> FlowSequence:
+    """RealNVP's multi-scale stack on ``(C, H, W)`` (see :func:`realnvp`), every coupling built
+    by ``coupling(mask)`` from its 0/1 mask (whose shape is the level's) and followed by an ActNorm."""
+
+    def couplings(level_shape: Shape, mask: Callable, count: int) -> List[Bijection]:
+        return [layer for k in range(count) for layer in (coupling(mask(level_shape, k % 2)), ActNorm(level_shape))]
+
+    def level(level_shape: Shape, left: int) -> FlowSequence:
+        c, h, w = level_shape
+        if left == 1:
+            return FlowSequence(couplings(level_shape, checkerboard_mask, num_steps + 1))
+        return FlowSequence(
+            [
+                Squeeze(),
+                FactorOut(level((2 * c, h // 2, w // 2), left - 1), 2 * c),
+                *couplings((4 * c, h // 2, w // 2), channel_mask, num_steps),
+                Unsqueeze(),
+                *couplings(level_shape, checkerboard_mask, num_steps),
+            ]
+        )
+
+    return level(shape, levels)
+
+
+#: The forms of :func:`nsf`'s steps.
+NSF_TRANSFORMS = ("coupling", "autoregressive")
+
+
+def nsf(
+    event_shape: Sequence[int],
+    num_steps: int = 4,
+    hidden: int = 64,
+    num_levels: Optional[int] = None,
+    context_dim: Optional[int] = None,
+    transform: str = "coupling",
+    bins: int = 8,
+    tail_bound: float = 3.0,
+    hidden_dims: Optional[Sequence[int]] = None,
+    alpha: float = 0.05,
+) -> FlowDensity:
+    """Neural spline flow: monotonic rational-quadratic spline steps, coupling or autoregressive.
+
+    Direction: noise to data; ``log_prob`` runs the splines' exact (analytic) inverse. Every
+    transformed element goes through a spline of ``bins`` bins on ``[-tail_bound, tail_bound]``,
+    the identity outside it (:func:`~vaeflows.transforms.spline.rational_quadratic_spline`).
+
+    * ``transform="coupling"`` (RQ-NSF (C)): vectors, ``num_steps``
+      :class:`~.splines.SplineCoupling` layers on alternating halves, each conditioner an MLP of
+      ``hidden_dims`` (default ``(hidden, hidden)``) ReLU units with a zero last layer (every step
+      starts as the identity). Images: RealNVP's multi-scale stack (see :func:`realnvp`:
+      checkerboard and channel masks, squeeze, factor-out, ActNorm after each coupling, a
+      :class:`~.layers.Logit` on the data side, so images are modelled on ``[0, 1]``) with spline
+      couplings whose conditioners are conv nets of ``hidden`` channels.
+    * ``transform="autoregressive"`` (RQ-NSF (AR)): ``num_steps`` :class:`~.splines.SplineMAFStep`
+      layers, MADEs of ``hidden_dims`` (each ``>= D``), the order reversed every other step;
+      density in one MADE pass per step, sampling in ``D``. Images are flattened.
+
+    Args:
+        event_shape: ``(D,)`` or ``(C, H, W)``; multi-scale: ``H``, ``W`` divisible by ``2**(num_levels-1)``.
+        num_steps: spline steps (per group on images).
+        hidden: MLP width, MADE width or conv channels.
+        num_levels: scales (images, coupling only; default 2).
+        context_dim: context size for a conditional model (fed to every conditioner).
+        transform: ``"coupling"`` or ``"autoregressive"``.
+        bins: spline bins ``K >= 2`` (zuko's and normflows' 8).
+        tail_bound: ``B > 0`` (normflows' 3; zuko's 5).
+        hidden_dims: vector conditioners' hidden widths, in place of ``(hidden, hidden)``.
+        alpha: the logit margin (images, coupling only).
+
+    Example:
+        >>> model = nsf((2,), num_steps=2, hidden=16, transform="autoregressive", bins=4)
+        >>> x = model.sample(3); model.log_prob(x).shape
+        torch.Size([3])
+
+    References:
+        Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
+    """
+    _check_sizes(num_steps, hidden)
+    if transform not in NSF_TRANSFORMS:
+        raise ValueError(f"unknown nsf transform {transform!r} (--transform); known: {', '.join(NSF_TRANSFORMS)}")
+    shape = _sizes(event_shape)
+    params = spline_params_per_dim(check_int("bins (--bins)", bins, minimum=2))
+    image = len(shape) == 3 and transform == "coupling"
+    if hidden_dims is not None and image:
+        raise ValueError("hidden_dims applies to vector conditioners; image couplings have `hidden` conv channels")
+    widths = (hidden, hidden) if hidden_dims is None else check_dims("hidden_dims", hidden_dims)
+    if not image:
+        if num_levels is not None:
+            raise ValueError("num_levels applies to nsf's multi-scale image models (transform='coupling') only")
+
+        def layers(dim: int) -> List[Bijection]:
+            if transform == "coupling":
+                return [
+                    SplineCoupling(
+                        channel_mask((dim,), k % 2),
+                        CouplingMLP(dim, dim * params, hidden, context_dim, widths),
+                        bins,
+                        tail_bound,
+                    )
+                    for k in range(num_steps)
+                ]
+            if min(widths) < dim:
+                raise ValueError(
+                    f"nsf (transform='autoregressive') needs MADE widths >= the data's dimension {dim}, "
+                    f"got {widths}: raise hidden (--hidden) or hidden_dims"
+                )
+            order = torch.arange(dim)
+            return [
+                SplineMAFStep(dim, widths, order if k % 2 == 0 else order.flip(0), context_dim, bins, tail_bound)
+                for k in range(num_steps)
+            ]
+
+        return _vector_model("nsf", shape, layers, context_dim)
+    levels = 2 if num_levels is None else num_levels
+    _check_levels(shape, levels, levels - 1)
+
+    def coupling(mask: torch.Tensor) -> Bijection:
+        c = mask.shape[0]
+        net = CouplingCNN(c, c * params, hidden, context_dim)
+        return SplineCoupling(mask, net, bins, tail_bound)
+
+    flow = FlowSequence([_multiscale(shape, levels, num_steps, coupling), Logit(3, alpha)])
+    return FlowDensity(flow, shape, context_dim=context_dim, name="nsf", unit_interval=True)
+
+
 #: Flow name -> builder ``(event_shape, num_steps=, hidden=, [num_levels=,] context_dim=)``.
 DENSITY_FLOWS: Dict[str, Callable[..., FlowDensity]] = {
     "nice": nice,
@@ -490,6 +620,7 @@ DENSITY_FLOWS: Dict[str, Callable[..., FlowDensity]] = {
     "glow": glow,
     "residual": residual,
     "ffjord": ffjord,
+    "nsf": nsf,
 }
 
 

@@ -9,7 +9,7 @@ appended as channels as it is.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -27,18 +27,27 @@ def _zero_last(layer: nn.Module) -> None:
 
 class CouplingMLP(nn.Module):
     """``(..., D)`` (and context ``(..., K)``) -> ``(..., out_dim)``: an MLP with two hidden layers
-    of width ``hidden`` and ReLU.
+    of width ``hidden`` (or the widths ``hidden_dims``) and ReLU.
 
     Args:
         dim: ``D``.
         out_dim: output size.
         hidden: hidden width.
         context_dim: ``K``, or ``None``.
+        hidden_dims: the hidden widths, in place of ``(hidden, hidden)``.
     """
 
-    def __init__(self, dim: int, out_dim: int, hidden: int, context_dim: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        hidden: int,
+        context_dim: Optional[int] = None,
+        hidden_dims: Optional[Sequence[int]] = None,
+    ) -> None:
         super().__init__()
-        self.mlp = MLP(dim + (context_dim or 0), (hidden, hidden), out_dim)
+        widths = (hidden, hidden) if hidden_dims is None else tuple(hidden_dims)
+        self.mlp = MLP(dim + (context_dim or 0), widths, out_dim)
         _zero_last(self.mlp[-1])
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:

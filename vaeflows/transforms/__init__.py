@@ -118,11 +118,14 @@ def _iaf_factory(
     reverse_order: bool = True,
     sigmoid_bias: Optional[float] = None,
     update: str = "gated",
+    activation: str = "elu",
 ) -> PosteriorFlow:
     """IAF steps, each with its own MADE of width ``hidden_dims``, gated or affine; see :mod:`.iaf`."""
     if context_dim is None:
-        return GlobalIAF(latent_dim, num_flows, hidden_dims, reverse_order, sigmoid_bias, update)
-    return AmortizedIAF(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias, update)
+        return GlobalIAF(latent_dim, num_flows, hidden_dims, reverse_order, sigmoid_bias, update, activation)
+    return AmortizedIAF(
+        latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias, update, activation
+    )
 
 
 def _forms_factory(amortized: type, global_: type, doc: str) -> Callable[..., PosteriorFlow]:
@@ -202,7 +205,8 @@ def posterior_flow(
         **options: ``hypernet_dims`` (hidden widths of the amortizing hypernetwork, default one
             linear map); ``num_ortho_vecs`` (O-SNF's ``M``); ``num_householder`` (H-SNF's ``H``,
             reflections per Householder-flow step); for ``iaf``: ``hidden_dims``, ``reverse_order``,
-            ``update`` (``"gated"``, the default, or ``"affine"``), ``sigmoid_bias``; for
+            ``update`` (``"gated"``, the default, or ``"affine"``), ``sigmoid_bias``, ``activation``
+            (``"elu"``, the default, or ``"relu"``); for
             ``residual``: ``hidden_dims``, ``coeff``, ``ladj`` (``"exact"``, ``"hutchinson"``,
             ``"roulette"``), ``eval_ladj``, ``n_terms``, ... (see :class:`AmortizedResidual`); for
             ``ffjord``: ``hidden_dims``, ``trace`` (``"exact"``, ``"hutchinson"``), ``eval_trace``,

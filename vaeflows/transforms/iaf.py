@@ -12,7 +12,8 @@ One step: ``(m, s) = MADE(z[, h])``, then one of two updates (``update=``):
   ``exp(-7) ~ 1e-3``); a step may expand as well as contract, with a free shift.
 
 The MADEs are Pyro's
-(:class:`~pyro.nn.AutoRegressiveNN`, ELU activations; the conditional one takes the encoder's
+(:class:`~pyro.nn.AutoRegressiveNN`, ELU activations as Kingma et al.'s, or ReLU as Pyro's
+``AutoIAFNormal`` and zuko's ``MAF``: ``activation=``; the conditional one takes the encoder's
 features as an extra input of its first layer). The step is :class:`IAFStep`, the same maths as
 Pyro's ``AffineAutoregressive(stable=True)``, whose inverse builds its buffer in the default
 dtype and so fails on float64 inputs in Pyro 1.9.2. The variable order is reversed every other
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Callable, List, Optional, Sequence, Tuple, cast
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +40,13 @@ from vaeflows.checks import check_dims, check_real
 
 from .base import AmortizedFlow, CachedLadjTransform, GlobalFlow
 
-__all__ = ["IAF_UPDATES", "IAFStep", "AmortizedIAF", "GlobalIAF"]
+__all__ = ["IAF_UPDATES", "IAF_ACTIVATIONS", "IAFStep", "AmortizedIAF", "GlobalIAF"]
 
 #: The IAF step's update rules (``update=``).
 IAF_UPDATES = ("gated", "affine")
+
+#: The MADEs' hidden activations (``activation=``): name -> module class.
+IAF_ACTIVATIONS: Dict[str, Callable[[], nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU}
 
 #: ``A``, the bound of the affine update's soft-clamped log-scale (zuko's ``-log(1e-3)``, rounded).
 MAX_LOG_SCALE = 7.0
@@ -118,30 +122,44 @@ def _permutation(made: nn.Module) -> torch.Tensor:
 
 
 def _mades(
-    latent_dim: int, num_flows: int, context_dim: int, hidden_dims: Sequence[int], reverse_order: bool
+    latent_dim: int,
+    num_flows: int,
+    context_dim: int,
+    hidden_dims: Sequence[int],
+    reverse_order: bool,
+    activation: str = "elu",
 ) -> nn.ModuleList:
     """One MADE per step (``context_dim = 0``: unconditional), after checking their widths."""
     hidden_dims = check_dims("hidden_dims", hidden_dims)
+    if activation not in IAF_ACTIVATIONS:
+        raise ValueError(f"iaf: unknown activation {activation!r}; known: {', '.join(IAF_ACTIVATIONS)}")
     if min(hidden_dims) < latent_dim:
         raise ValueError(
             f"iaf: every MADE hidden size must be >= latent_dim={latent_dim} (each unit sees a "
             f"prefix of the order), got hidden_dims={hidden_dims}: widen them or lower latent_dim"
         )
     return nn.ModuleList(
-        _made(latent_dim, context_dim, hidden_dims, _order(latent_dim, k, reverse_order)) for k in range(num_flows)
+        _made(latent_dim, context_dim, hidden_dims, _order(latent_dim, k, reverse_order), IAF_ACTIVATIONS[activation])
+        for k in range(num_flows)
     )
 
 
-def _made(latent_dim: int, context_dim: int, hidden_dims: Sequence[int], order: torch.Tensor) -> nn.Module:
+def _made(
+    latent_dim: int,
+    context_dim: int,
+    hidden_dims: Sequence[int],
+    order: torch.Tensor,
+    activation: Callable[[], nn.Module],
+) -> nn.Module:
     # Pyro annotates the order with the legacy class torch.LongTensor; it means an int64 tensor.
     permutation = cast(torch.LongTensor, order)
     with warnings.catch_warnings():  # Pyro warns for D = 1, a legitimate (conditional) affine map
         warnings.filterwarnings("ignore", message=".*input_dim = 1.*")
         if context_dim:
             return ConditionalAutoRegressiveNN(
-                latent_dim, context_dim, list(hidden_dims), permutation=permutation, nonlinearity=nn.ELU()
+                latent_dim, context_dim, list(hidden_dims), permutation=permutation, nonlinearity=activation()
             )
-        return AutoRegressiveNN(latent_dim, list(hidden_dims), permutation=permutation, nonlinearity=nn.ELU())
+        return AutoRegressiveNN(latent_dim, list(hidden_dims), permutation=permutation, nonlinearity=activation())
 
 
 class AmortizedIAF(AmortizedFlow):
@@ -157,6 +175,7 @@ class AmortizedIAF(AmortizedFlow):
         reverse_order: reverse the autoregressive order every other step.
         sigmoid_bias: added to ``s`` before the gate's sigmoid (default 1; gated update only).
         update: ``"gated"`` (Kingma et al.) or ``"affine"`` (MAF's form, soft-clamped scale).
+        activation: the MADEs' hidden activation, ``"elu"`` (Kingma et al.) or ``"relu"``.
 
     Example:
         >>> flow = AmortizedIAF(latent_dim=4, num_flows=2, context_dim=8, hidden_dims=(16,))
@@ -173,11 +192,12 @@ class AmortizedIAF(AmortizedFlow):
         reverse_order: bool = True,
         sigmoid_bias: Optional[float] = None,
         update: str = "gated",
+        activation: str = "elu",
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, context_dim, invertible=True)
         self.sigmoid_bias = _check_update(update, sigmoid_bias)
         self.update = update
-        self.mades = _mades(latent_dim, num_flows, context_dim, hidden_dims, reverse_order)
+        self.mades = _mades(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, activation)
 
     def steps(self, context: torch.Tensor) -> List[Transform]:
         return [
@@ -196,6 +216,7 @@ class GlobalIAF(GlobalFlow):
         reverse_order: reverse the autoregressive order every other step.
         sigmoid_bias: added to ``s`` before the gate's sigmoid (default 1; gated update only).
         update: ``"gated"`` (Kingma et al.) or ``"affine"`` (MAF's form, soft-clamped scale).
+        activation: the MADEs' hidden activation, ``"elu"`` (Kingma et al.) or ``"relu"``.
 
     Example:
         >>> flow = GlobalIAF(latent_dim=3, num_flows=2, hidden_dims=(8,), update="affine")
@@ -213,11 +234,12 @@ class GlobalIAF(GlobalFlow):
         reverse_order: bool = True,
         sigmoid_bias: Optional[float] = None,
         update: str = "gated",
+        activation: str = "elu",
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, invertible=True)
         self.sigmoid_bias = _check_update(update, sigmoid_bias)
         self.update = update
-        self.mades = _mades(latent_dim, num_flows, 0, hidden_dims, reverse_order)
+        self.mades = _mades(latent_dim, num_flows, 0, hidden_dims, reverse_order, activation)
 
     def steps(self) -> List[Transform]:
         return [IAFStep(made, _permutation(made), self.sigmoid_bias, self.update) for made in self.mades]
