@@ -243,3 +243,20 @@ def test_train_density_by_flow_matching(tmp_path):
     with pytest.raises(ValueError, match="objective='flow-matching'"):
         train_density("moons", "ffjord", options, config, tmp_path / "x", flow_matching=fm, **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+def test_images_are_matched_flat_as_the_model_flattens_them():
+    """An ffjord model of (C, H, W) images regresses its flat field on the flattened data: the loss
+    equals flow_matching_loss of cnf_velocity on x.flatten(1), and every block gets gradients."""
+    torch.manual_seed(0)
+    model = density_flow("ffjord", (1, 2, 2), num_steps=2, hidden=4)
+    x1 = torch.rand(8, 1, 2, 2)
+    torch.manual_seed(1)
+    loss = FlowMatching().loss(model, x1)
+    torch.manual_seed(1)
+    flat = flow_matching_loss(cnf_velocity(model), x1.flatten(1))
+    assert torch.equal(loss, flat)
+    loss.backward()
+    assert all(p.grad is not None for block in cnf_blocks(model) for p in block.net.parameters())
+    with torch.no_grad():
+        assert model.sample(3).shape == (3, 1, 2, 2)
