@@ -385,3 +385,33 @@ def test_rnode_benchmark_writes_every_variant(tmp_path):
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "|---" not in line][1:]
     assert [row.split(" | ")[1] for row in rows] == ["ml", "rnode", "rnode-rk4", "rnode-rk4-T"] * 2
     assert all("nan" not in row.lower() for row in rows)
+
+
+def test_flow_matching_benchmark_writes_every_row_and_matches_torchcfm(tmp_path):
+    pytest.importorskip("torchdiffeq")
+    pytest.importorskip("torchcfm")
+    flow_matching = _load("flow_matching")
+    out = tmp_path / "fm.md"
+    argv = [
+        "--datasets",
+        "moons",
+        "--seeds",
+        "0",
+        "--budget",
+        "0.05",
+        "--hidden",
+        "4",
+        "--batch",
+        "16",
+        "--nfe-samples",
+        "20",
+    ]
+    assert flow_matching.main([*argv, "--test-points", "20", "--rounds", "2", "--block", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| moons |")]
+    assert [row.split(" | ")[1] for row in rows] == list(flow_matching.MODELS)
+    assert all("nan" not in row.lower() for row in rows)
+    assert text.count("target (<= 20%)") == 2 and "equals the permutation" in text
+    table = text.split("| path |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    differences = [float(line.rsplit("|", 2)[1]) for line in table]
+    assert len(differences) == 3 and max(differences) < 1e-4  # the same loss as torchcfm's

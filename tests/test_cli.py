@@ -262,3 +262,16 @@ def test_density_base_and_coupling_flags_of_other_flows_are_one_line_errors(tmp_
     assert_one_line_error(code, err, "--learned-prior applies to --flow realnvp or glow only")
     code, _, err = run([*density, "--flow", "nice", "--base-components", "3"])
     assert_one_line_error(code, err, "--base-components applies to --base mixture only")
+
+
+def test_flow_matching_flags_are_one_line_errors(tmp_path):
+    density = ["density", "train", "--dataset", "moons", "--out", tmp_path / "run"]
+    code, _, err = run([*density, "--flow", "ffjord", "--coupling", "ot"])
+    assert_one_line_error(code, err, "--coupling and --sigma-min apply to --objective flow-matching only")
+    code, _, err = run([*density, "--flow", "realnvp", "--objective", "flow-matching"])
+    assert_one_line_error(code, err, "continuous flows only", "--flow ffjord")
+    code, _, err = run([*density, "--flow", "ffjord", "--objective", "flow-matching", "--sigma-min", "1"])
+    assert_one_line_error(code, err, "--sigma-min", "[0, 1)")
+    code, _, err = run([*density, "--flow", "ffjord", "--objective", "flow-matching", "--kinetic", "0.1"])
+    assert_one_line_error(code, err, "RNODE penalties", "--objective likelihood")
+    assert not (tmp_path / "run").exists()

@@ -219,6 +219,19 @@ DENSITY_ROWS = {
         lambda c, m: any(getattr(x, "prior", None) is not None for x in m.modules()),
     ),
     "rezero": (["--rezero"], lambda c, m: all(x.rezero for x in m.modules() if isinstance(x, Coupling))),
+    "objective-default": ([], lambda c, m: c["objective"] == "likelihood" and c["flow_matching"] is None),
+    "objective": (
+        ["--flow", "ffjord", "--num-steps", "1", "--objective", "flow-matching"],
+        lambda c, m: c["objective"] == "flow-matching" and c["flow_matching"] == density.FlowMatching(),
+    ),
+    "coupling": (
+        ["--flow", "ffjord", "--num-steps", "1", "--objective", "flow-matching", "--coupling", "ot"],
+        lambda c, m: c["flow_matching"].coupling == "ot" and c["flow_matching"].sigma_min == 0,
+    ),
+    "sigma-min": (
+        ["--flow", "ffjord", "--num-steps", "1", "--objective", "flow-matching", "--sigma-min", "0.01"],
+        lambda c, m: c["flow_matching"] == density.FlowMatching("independent", 0.01),
+    ),
     "epochs": (["--epochs", "3"], lambda c, m: c["config"].epochs == 3),
     "batch-size": (["--batch-size", "32"], lambda c, m: c["config"].batch_size == 32),
     "lr": (["--lr", "0.01"], lambda c, m: c["config"].lr == 0.01),

@@ -221,17 +221,20 @@ def _add_density_commands(commands) -> None:
     """``vaeflows density train|energy``: maximum likelihood and reverse-KL fits of flows."""
     from vaeflows.density import (
         BASES,
+        COUPLINGS,
         DENSITY_DATASETS,
         DENSITY_FLOWS,
+        DENSITY_OBJECTIVES,
         DEQUANTIZERS,
         ENERGIES,
         INTEGER_FLOWS,
         NSF_TRANSFORMS,
     )
+    from vaeflows.density.matching import check_sigma_min
 
     density = commands.add_parser("density", help="density estimation and energy fits with flows")
     actions = density.add_subparsers(dest="density_command", required=True)
-    train = actions.add_parser("train", help="fit a density flow by maximum likelihood")
+    train = actions.add_parser("train", help="fit a density flow by maximum likelihood or flow matching")
     train.add_argument(
         "--flow",
         required=True,
@@ -247,6 +250,24 @@ def _add_density_commands(commands) -> None:
     train.add_argument("--num-train", type=POSITIVE_INT, help="training points (toy: generated, default 20000)")
     train.add_argument("--dequantization", choices=list(DEQUANTIZERS), help="8-bit data (mnist) only (default uniform)")
     train.add_argument("--conditional", action="store_true", help="class-conditional flow (mnist)")
+    train.add_argument(
+        "--objective",
+        default="likelihood",
+        choices=list(DENSITY_OBJECTIVES),
+        help="maximum likelihood (default), or flow matching of --flow ffjord's vector field (no ODE "
+        "solve in training; the test NLL is still the ODE's exact likelihood)",
+    )
+    train.add_argument(
+        "--coupling",
+        choices=list(COUPLINGS),
+        help="noise-data pairs of --objective flow-matching: independent (default) or ot (minibatch "
+        "optimal transport, needs scipy)",
+    )
+    train.add_argument(
+        "--sigma-min",
+        type=_checked(check_sigma_min, float),
+        help="width of the flow-matching paths at the data, in [0, 1) (default 0: rectified flow)",
+    )
     train.add_argument(
         "--transform",
         choices=list(NSF_TRANSFORMS),
@@ -323,7 +344,7 @@ def _codec(args: argparse.Namespace) -> None:
 
 
 def _density(args: argparse.Namespace) -> None:
-    from vaeflows.density import INTEGER_FLOWS, TOY_DATASETS, fit_energy, train_density
+    from vaeflows.density import INTEGER_FLOWS, TOY_DATASETS, FlowMatching, fit_energy, train_density
 
     if args.density_command in ("compress", "decompress"):
         _codec(args)
@@ -362,6 +383,12 @@ def _density(args: argparse.Namespace) -> None:
     options.update(_density_extras(args))
     if args.dequantization is not None and args.dataset in TOY_DATASETS:
         raise ValueError(f"--dequantization applies to 8-bit data (mnist) only; {args.dataset} is continuous")
+    matching = None
+    if args.coupling is not None or args.sigma_min is not None:
+        if args.objective != "flow-matching":
+            raise ValueError("--coupling and --sigma-min apply to --objective flow-matching only")
+    if args.objective == "flow-matching":
+        matching = FlowMatching(args.coupling or "independent", args.sigma_min or 0.0)
     train_density(
         args.dataset,
         args.flow,
@@ -376,6 +403,8 @@ def _density(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         allow_changes=args.allow_changes,
         logs=args.log,
+        objective=args.objective,
+        flow_matching=matching,
     )
 
 

@@ -1,6 +1,6 @@
 """Density estimation with normalizing flows: NICE, RealNVP, MAF, Glow, residual flows, FFJORD and
-neural spline flows (NSF), dequantization, energies; integer discrete flows for lossless compression
-of 8-bit images.
+neural spline flows (NSF), dequantization, energies, flow matching; integer discrete flows for
+lossless compression of 8-bit images.
 
 Every model maps noise to data (the generative direction, as Pyro's ``TransformedDistribution``) and
 scores data exactly through the inverse: ``log p(x) = log N(f^{-1}(x)) - log|det df/dz|``. Every
@@ -65,9 +65,20 @@ from .layers import (
     Squeeze,
     Unsqueeze,
 )
+from .matching import (
+    COUPLINGS,
+    FlowMatching,
+    cnf_blocks,
+    cnf_velocity,
+    conditional_path,
+    flow_matching_loss,
+    independent_coupling,
+    ot_coupling,
+    sample_nfe,
+)
 from .splines import SplineCoupling, SplineMAFStep
 from .toy import ENERGIES, TOY_DATASETS, toy_data
-from .training import DensityModel, evaluate_density, load_density_run, train_density
+from .training import DENSITY_OBJECTIVES, DensityModel, evaluate_density, load_density_run, train_density
 
 __all__ = [
     "DENSITY_FLOWS",
@@ -129,6 +140,16 @@ __all__ = [
     "compress_images",
     "decompress_images",
     "model_bits",
+    "COUPLINGS",
+    "FlowMatching",
+    "flow_matching_loss",
+    "conditional_path",
+    "independent_coupling",
+    "ot_coupling",
+    "cnf_blocks",
+    "cnf_velocity",
+    "sample_nfe",
+    "DENSITY_OBJECTIVES",
     "DensityModel",
     "train_density",
     "evaluate_density",

@@ -47,10 +47,23 @@ from vaeflows.transforms.ffjord import rnode_penalty
 from .data import DensityData, load_density_data
 from .dequantization import DEQUANTIZERS, bits_per_dim, dequantized_log_likelihood
 from .flows import FlowDensity, density_flow
+from .freeform import EXACT_UP_TO_DIM
 from .integer import INTEGER_FLOWS, IntegerDiscreteFlow
+from .matching import FlowMatching, cnf_blocks, sample_nfe
 from .plots import density_on_grid, save_panels
 
-__all__ = ["DensityModel", "train_density", "evaluate_density", "load_density_run", "mean_nll"]
+__all__ = [
+    "DENSITY_OBJECTIVES",
+    "DensityModel",
+    "train_density",
+    "evaluate_density",
+    "load_density_run",
+    "mean_nll",
+]
+
+#: The training objectives of :func:`train_density`: maximum likelihood (every flow) and flow
+#: matching (continuous flows, :mod:`.matching`).
+DENSITY_OBJECTIVES = ("likelihood", "flow-matching")
 
 
 class DensityModel(nn.Module):
@@ -88,6 +101,14 @@ class DensityModel(nn.Module):
         if self.dequantizer is None or isinstance(self.flow, IntegerDiscreteFlow):
             return self.flow.log_prob(x, context)
         return dequantized_log_likelihood(self.flow, x, self.dequantizer, context)
+
+    def flow_matching_loss(self, rows: torch.Tensor, options: FlowMatching) -> torch.Tensor:
+        """The flow-matching loss (:meth:`.matching.FlowMatching.loss`) of a batch of training rows;
+        8-bit data are dequantized first (uniform dequantization only)."""
+        x, context = self.unpack(rows)
+        if self.dequantizer is not None:
+            x = self.dequantizer(x)[0]
+        return options.loss(self.flow, x, context)
 
 
 def _training_loss(model: DensityModel, rows: torch.Tensor) -> torch.Tensor:
@@ -147,9 +168,18 @@ def train_density(
     log: Callable[[str], None] = print,
     allow_changes: bool = False,
     logs: Sequence[str] = (),
+    objective: str = "likelihood",
+    flow_matching: Optional[FlowMatching] = None,
 ) -> dict:
-    """Fit ``flow`` to ``dataset`` by maximum likelihood into ``run_dir`` (resumed if it holds the
-    same run), then evaluate the best model on the test set.
+    """Fit ``flow`` to ``dataset`` by maximum likelihood or flow matching into ``run_dir``
+    (resumed if it holds the same run), then evaluate the best model on the test set.
+
+    Flow matching (``objective="flow-matching"``, :mod:`.matching`) regresses an ``ffjord``
+    model's vector field on the conditional paths from noise to the training data, with no ODE
+    solve in training; validation (early stopping, ``best.pt``) and the test figures are the
+    exact likelihood by the model's ODE either way, and ``metrics.json`` also records the
+    function evaluations of sampling (``sample_nfe``) and the trace of the ODE's log-det
+    (``trace``: exact for ``D <= 16``, else Hutchinson's estimate).
 
     Args:
         dataset: a name of :data:`vaeflows.density.data.DENSITY_DATASETS`.
@@ -169,6 +199,9 @@ def train_density(
             :func:`vaeflows.infer.training.fit`); recorded in ``config.json`` and ``metrics.json``.
         logs: experiment logs written beside ``metrics.json``: ``"tensorboard"`` and/or ``"csv"``
             (:class:`vaeflows.infer.run_log.RunLog`).
+        objective: a name of :data:`DENSITY_OBJECTIVES`.
+        flow_matching: the options of ``objective="flow-matching"`` (default ``FlowMatching()``:
+            independent coupling, ``sigma_min = 0``).
 
     Returns:
         The metrics written to ``run_dir/metrics.json``.
@@ -180,6 +213,13 @@ def train_density(
     """
     if dequantization not in DEQUANTIZERS:
         raise ValueError(f"unknown dequantization {dequantization!r}; known: {', '.join(DEQUANTIZERS)}")
+    matching = _check_objective(objective, flow_matching, flow, dequantization)
+    if matching is not None and any(options.get(key) for key in ("kinetic_weight", "jacobian_weight")):
+        raise ValueError(
+            "the RNODE penalties (kinetic_weight, jacobian_weight; --kinetic, --jacobian-frobenius) regularize "
+            "the ODE solves of maximum likelihood; flow matching trains without a solve: drop them, or use "
+            "--objective likelihood"
+        )
     run_log = RunLog(Path(run_dir), logs)  # an unknown format or a missing package stops it here
     data = load_density_data(dataset, data_dir, num_train, config.seed)
     if conditional and data.labels is None:
@@ -192,9 +232,19 @@ def train_density(
         "dequantization": dequantization if data.discrete and flow not in INTEGER_FLOWS else None,
         "conditional": conditional,
     }
+    if matching is not None:  # only then: the runs of maximum likelihood keep their signature
+        signature["objective"] = {"name": objective, **vars(matching)}
     torch_device = resolve_device(device)
     torch.manual_seed(config.seed)
     model = _build(signature, data).to(torch_device)
+    if matching is not None:
+        cnf_blocks(model.flow)  # a flow of other layers stops here, before the run directory is written
+
+    def loss(batch: torch.Tensor, epoch: int) -> torch.Tensor:
+        if matching is None:
+            return _training_loss(model, batch)
+        return model.flow_matching_loss(batch, matching)
+
     run_dir = Path(run_dir)
     config = TrainConfig(**{**vars(config), "warmup": 0})  # no KL term: as fit records it
     with run_lock(run_dir), contextlib.closing(run_log):
@@ -213,10 +263,11 @@ def train_density(
         log(
             f"{dataset}: {len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test, "
             f"event shape {data.event_shape}; flow {flow}; device {torch_device}"
+            + (f"; flow matching, {matching.coupling} coupling, sigma_min {matching.sigma_min:g}" if matching else "")
         )
         fit(
             model,
-            lambda batch, epoch: _training_loss(model, batch),
+            loss,
             lambda: mean_nll(model, valid, config.batch_size),
             train,
             config,
@@ -230,6 +281,33 @@ def train_density(
         metrics = evaluate_density(run_dir, data, device, log)
         run_log.finish({key: value for key, value in metrics.items() if key.startswith("test_")})
         return metrics
+
+
+def _check_objective(
+    objective: str, flow_matching: Optional[FlowMatching], flow: str, dequantization: str
+) -> Optional[FlowMatching]:
+    """The flow-matching options of a run, ``None`` for maximum likelihood; one clear error for a
+    combination that cannot train."""
+    if objective not in DENSITY_OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(DENSITY_OBJECTIVES)}")
+    if objective == "likelihood":
+        if flow_matching is not None:
+            raise ValueError(
+                "flow-matching options (coupling, sigma_min; --coupling, --sigma-min) apply to "
+                "objective='flow-matching' (--objective flow-matching) only"
+            )
+        return None
+    if flow != "ffjord":
+        raise ValueError(
+            f"flow matching trains continuous flows only: use flow 'ffjord' (--flow ffjord), or train "
+            f"{flow!r} by maximum likelihood (--objective likelihood)"
+        )
+    if dequantization == "variational":
+        raise ValueError(
+            "variational dequantization is trained by the likelihood bound, which flow matching does not "
+            "compute: use uniform dequantization (--dequantization uniform) with --objective flow-matching"
+        )
+    return flow_matching if flow_matching is not None else FlowMatching()
 
 
 _SIGNATURE = ("dataset", "flow", "options", "num_train", "dequantization", "conditional")
@@ -286,6 +364,15 @@ def evaluate_density(
             "test_nll": mean_nll(model, test),
         }
         dims = math.prod(data.event_shape)
+        if "objective" in config:
+            metrics["objective"] = config["objective"]
+        if signature["flow"] == "ffjord":  # the continuous flows: how the figures were computed
+            metrics["trace"] = cnf_blocks(model.flow)[0].eval_trace
+            n = 1000 if dims <= EXACT_UP_TO_DIM else 100
+            with torch.random.fork_rng(devices=[torch_device] if torch_device.type == "cuda" else []):
+                torch.manual_seed(0)
+                metrics["sample_nfe"] = sample_nfe(model.flow, n, _class_context(model, n, like=test))
+            metrics["sample_nfe_batch"] = n
         if data.discrete:
             metrics["test_bpd"] = float(bits_per_dim(torch.tensor(-metrics["test_nll"]), dims))
             log(f"test NLL {metrics['test_nll']:.2f} nats, {metrics['test_bpd']:.4f} bits/dim")
@@ -312,13 +399,15 @@ def _draw(run_dir: Path, model: DensityModel, data: DensityData, log: Callable[[
             ]
             drawn, name = save_panels(panels, run_dir / "density.png", bound, data.name), "density.png"
         else:
-            context = None
-            if model.num_classes:
-                context = F.one_hot(torch.arange(64, device=like.device) % model.num_classes, model.num_classes).to(
-                    like
-                )
-            samples = flow.sample(64, context)
+            samples = flow.sample(64, _class_context(model, 64, like))
             if model.dequantizer is None and data.discrete:
                 samples = samples / 255  # an integer flow samples 8-bit values
             drawn, name = save_images(samples, run_dir / "samples.png", f"{flow.name} samples"), "samples.png"
     log(f"wrote {run_dir / name}" if drawn else "matplotlib is not installed: no PNGs (pip install 'vaeflows[data]')")
+
+
+def _class_context(model: DensityModel, n: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+    """One-hot labels ``0, 1, ..., 0, 1, ...`` for ``n`` samples of a class-conditional model, else ``None``."""
+    if not model.num_classes:
+        return None
+    return F.one_hot(torch.arange(n, device=like.device) % model.num_classes, model.num_classes).to(like)
