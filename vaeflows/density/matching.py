@@ -50,7 +50,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, cast
 
 import torch
 
@@ -194,13 +194,18 @@ def flow_matching_loss(
     return (velocity(x_s, s) - u).pow(2).flatten(1).sum(-1).mean()
 
 
-def cnf_blocks(model: FlowDensity) -> List[CNFBlock]:
+def cnf_blocks(model: torch.nn.Module) -> List[CNFBlock]:
     """The CNF blocks of a continuous density model, in the order they are applied to the noise.
 
     Raises:
         ValueError: the model's flow holds other layers (only :func:`~.flows.ffjord` models,
             their CNF blocks and the final reshape to an image, can be trained by flow matching).
     """
+    if not isinstance(model, FlowDensity):
+        raise ValueError(
+            f"flow matching trains continuous density models (density_flow('ffjord', ...)), "
+            f"not a {type(model).__name__}"
+        )
     flow = model.flow
     layers: List[Bijection] = list(flow._bijections()) if isinstance(flow, FlowSequence) else [flow]
     if layers and isinstance(layers[-1], Flatten):
@@ -214,7 +219,7 @@ def cnf_blocks(model: FlowDensity) -> List[CNFBlock]:
     return [layer for layer in layers if isinstance(layer, CNFBlock)]
 
 
-def cnf_velocity(model: FlowDensity, context: Optional[Tensor] = None) -> Velocity:
+def cnf_velocity(model: torch.nn.Module, context: Optional[Tensor] = None) -> Velocity:
     """The velocity ``v(x, s) = K T f_k(x, (K s - k) T)`` that the model's ODE integrates, on the
     flow-matching clock, ``k = min(floor(K s), K - 1)`` (see the module's docstring).
 
@@ -267,13 +272,13 @@ class FlowMatching:
             raise ValueError(f"unknown coupling {self.coupling!r}; known: {', '.join(COUPLINGS)}")
         self.sigma_min = check_sigma_min("sigma_min (--sigma-min)", self.sigma_min)
 
-    def loss(self, model: FlowDensity, x1: Tensor, context: Optional[Tensor] = None) -> Tensor:
+    def loss(self, model: torch.nn.Module, x1: Tensor, context: Optional[Tensor] = None) -> Tensor:
         """:func:`flow_matching_loss` of ``model``'s own field on data ``x1`` ``(B, *event_shape)``."""
         flat = x1.reshape(x1.shape[0], -1)
         return flow_matching_loss(cnf_velocity(model, context), flat, sigma_min=self.sigma_min, coupling=self.coupling)
 
 
-def sample_nfe(model: FlowDensity, n: int = 1000, context: Optional[Tensor] = None) -> int:
+def sample_nfe(model: torch.nn.Module, n: int = 1000, context: Optional[Tensor] = None) -> int:
     """Function evaluations of the vector fields to draw ``n`` samples (one batched solve per block,
     summed over the blocks; each evaluation also computes the trace term of the log-det).
 
@@ -281,7 +286,7 @@ def sample_nfe(model: FlowDensity, n: int = 1000, context: Optional[Tensor] = No
         >>> sample_nfe(density_flow("ffjord", (2,), num_steps=1, hidden=8), n=4) > 0
         True
     """
-    blocks = cnf_blocks(model)
+    blocks = cnf_blocks(model)  # a FlowDensity of CNF blocks
     with torch.no_grad():
-        model.sample(n, context)
+        cast(FlowDensity, model).sample(n, context)
     return sum(block.net.nfe for block in blocks)
