@@ -391,7 +391,8 @@ def write_results(
         "`AutoFlow(model, flow, num_flows=K)` for every registry flow with its default options on the "
         f"diagonal base (init_to_median, init_scale 0.1; iaf hidden 3D+1), and on the full base for "
         f"{', '.join(FULL_BASE_FLOWS)}; and iaf, with its gated and with its affine update "
-        "(`update='affine'`, the form of zuko's MAF and `AutoIAFNormal`), on both bases with `init_scale=1` "
+        "(`update='affine'`, the form of zuko's MAF and `AutoIAFNormal`, its MADEs' output layers zero at the "
+        "start: `zero_init`, that update's default), on both bases with `init_scale=1` "
         "(the base as wide as `AutoIAFNormal`'s N(0, I) at the start).",
         *[f"- **Note**: {note}" for note in notes],
         "",

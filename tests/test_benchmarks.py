@@ -415,3 +415,11 @@ def test_flow_matching_benchmark_writes_every_row_and_matches_torchcfm(tmp_path)
     table = text.split("| path |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     differences = [float(line.rsplit("|", 2)[1]) for line in table]
     assert len(differences) == 3 and max(differences) < 1e-4  # the same loss as torchcfm's
+
+
+def test_banana_init_prints_an_elbo_per_seed(capsys):
+    banana_init = _load("banana_init")
+    assert banana_init.main(["vf_out01", "0", "2", "--steps", "3", "--draws", "50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["vf_out01", "0"], ["vf_out01", "1"]]
+    assert all(math.isfinite(float(line.split()[2])) for line in lines)

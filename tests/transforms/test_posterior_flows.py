@@ -410,7 +410,8 @@ def test_a_scored_sample_frees_its_transform_without_the_garbage_collector(name)
 def test_iaf_affine_update_is_the_soft_clamped_affine_map():
     """``z' = exp(a) z + m`` with ``a = s / (1 + |s| / 7)``: the MADE's outputs as they are used."""
     torch.manual_seed(0)
-    flow = posterior_flow("iaf", 3, 1, hidden_dims=(8,), update="affine").double()
+    # the random output layer (the default's zero one makes m = s = 0: nothing to check)
+    flow = posterior_flow("iaf", 3, 1, hidden_dims=(8,), update="affine", zero_init=False).double()
     (step,) = flow.steps()
     z = 30 * torch.randn(4, 3, dtype=torch.float64)  # large enough to reach the clamp's bend
     mean, s = step.made(z)
@@ -421,6 +422,27 @@ def test_iaf_affine_update_is_the_soft_clamped_affine_map():
         posterior_flow("iaf", 3, 1, update="affine", sigmoid_bias=2.0)
     with pytest.raises(ValueError, match="unknown update 'afine'; known: gated, affine"):
         posterior_flow("iaf", 3, 1, update="afine")
+
+
+def test_iaf_zero_init_starts_the_affine_update_at_the_identity():
+    """The affine update zeroes the MADEs' output layers by default (each step the identity, global
+    and amortized); the gated one keeps the random ones; ``zero_init`` overrides either; the zero
+    layers still get gradients; a non-bool is refused."""
+    z, context = torch.randn(4, 3), torch.randn(4, 6)
+    for flow, transform in (
+        (flow := posterior_flow("iaf", 3, 2, hidden_dims=(8,), update="affine"), flow),
+        (flow := posterior_flow("iaf", 3, 2, 6, hidden_dims=(8,), update="affine"), flow.condition(context)),
+    ):
+        torch.testing.assert_close(transform(z), z, rtol=0, atol=0)
+        assert (transform.log_abs_det_jacobian(z, transform(z)) == 0).all()
+        transform(z).pow(2).sum().backward()
+        assert all(made.layers[-1].weight.grad.abs().sum() > 0 for made in flow.mades)
+    outputs = lambda flow: [made.layers[-1].weight.abs().sum().item() for made in flow.mades]  # noqa: E731
+    assert all(w > 0 for w in outputs(posterior_flow("iaf", 3, 2, hidden_dims=(8,))))
+    assert all(w > 0 for w in outputs(posterior_flow("iaf", 3, 2, hidden_dims=(8,), update="affine", zero_init=False)))
+    assert all(w == 0 for w in outputs(posterior_flow("iaf", 3, 2, hidden_dims=(8,), zero_init=True)))
+    with pytest.raises(ValueError, match="zero_init must be True, False or None"):
+        posterior_flow("iaf", 3, 2, zero_init=1)
 
 
 def test_iaf_activation_is_the_mades_hidden_nonlinearity():

@@ -119,13 +119,13 @@ def _iaf_factory(
     sigmoid_bias: Optional[float] = None,
     update: str = "gated",
     activation: str = "elu",
+    zero_init: Optional[bool] = None,
 ) -> PosteriorFlow:
     """IAF steps, each with its own MADE of width ``hidden_dims``, gated or affine; see :mod:`.iaf`."""
+    options = (reverse_order, sigmoid_bias, update, activation, zero_init)
     if context_dim is None:
-        return GlobalIAF(latent_dim, num_flows, hidden_dims, reverse_order, sigmoid_bias, update, activation)
-    return AmortizedIAF(
-        latent_dim, num_flows, context_dim, hidden_dims, reverse_order, sigmoid_bias, update, activation
-    )
+        return GlobalIAF(latent_dim, num_flows, hidden_dims, *options)
+    return AmortizedIAF(latent_dim, num_flows, context_dim, hidden_dims, *options)
 
 
 def _forms_factory(amortized: type, global_: type, doc: str) -> Callable[..., PosteriorFlow]:
@@ -206,7 +206,8 @@ def posterior_flow(
             linear map); ``num_ortho_vecs`` (O-SNF's ``M``); ``num_householder`` (H-SNF's ``H``,
             reflections per Householder-flow step); for ``iaf``: ``hidden_dims``, ``reverse_order``,
             ``update`` (``"gated"``, the default, or ``"affine"``), ``sigmoid_bias``, ``activation``
-            (``"elu"``, the default, or ``"relu"``); for
+            (``"elu"``, the default, or ``"relu"``), ``zero_init`` (zero MADE output layers;
+            default for the affine update); for
             ``residual``: ``hidden_dims``, ``coeff``, ``ladj`` (``"exact"``, ``"hutchinson"``,
             ``"roulette"``), ``eval_ladj``, ``n_terms``, ... (see :class:`AmortizedResidual`); for
             ``ffjord``: ``hidden_dims``, ``trace`` (``"exact"``, ``"hutchinson"``), ``eval_trace``,

@@ -11,6 +11,14 @@ One step: ``(m, s) = MADE(z[, h])``, then one of two updates (``update=``):
   with the soft clamp ``|a| < A = 7`` of zuko's ``MonotonicAffineTransform`` (a minimum slope
   ``exp(-7) ~ 1e-3``); a step may expand as well as contract, with a free shift.
 
+Initialization (``zero_init=``): by default the affine update's MADEs start with a zero output
+layer (weights and biases), so that every step starts as the identity and the flow as its base,
+as Glow's last layers do (Kingma & Dhariwal 2018); the gated update keeps the MADEs' random
+initialization (Kingma et al.'s; with a zero output layer a gated step starts as the contraction
+``z' = sigmoid(sigmoid_bias) z``). With two steps of width ``3 D + 1`` on Pyro's banana, the random
+output layer of Pyro's and zuko's MADEs leaves some seeds near -0.3 nats, the zero one none
+(``benchmarks/results/pyro_guides_standard.md``).
+
 The MADEs are Pyro's
 (:class:`~pyro.nn.AutoRegressiveNN`, ELU activations as Kingma et al.'s, or ReLU as Pyro's
 ``AutoIAFNormal`` and zuko's ``MAF``: ``activation=``; the conditional one takes the encoder's
@@ -22,6 +30,7 @@ step (``reverse_order=True``). The inverse is exact but sequential over the ``D`
 References:
     Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, "Improving Variational Inference
     with Inverse Autoregressive Flow", NeurIPS 2016.
+    Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018.
 """
 
 from __future__ import annotations
@@ -111,6 +120,24 @@ def _check_update(update: str, sigmoid_bias: Optional[float]) -> float:
     return 1.0 if sigmoid_bias is None else check_real("sigmoid_bias", sigmoid_bias)
 
 
+def _check_zero_init(update: str, zero_init: Optional[bool]) -> bool:
+    """Whether to zero the MADEs' output layers: ``zero_init``, or by default for the affine update."""
+    if zero_init is None:
+        return update == "affine"
+    if not isinstance(zero_init, bool):
+        raise ValueError(f"iaf: zero_init must be True, False or None (the update's default), got {zero_init!r}")
+    return zero_init
+
+
+def _zero_outputs(mades: nn.ModuleList) -> None:
+    """Zero the output layer (weights and biases) of each of Pyro's MADEs: ``(m, s) = (0, 0)``."""
+    with torch.no_grad():
+        for made in mades:
+            output = cast(nn.Linear, cast(nn.ModuleList, made.layers)[-1])
+            output.weight.zero_()
+            output.bias.zero_()
+
+
 def _order(latent_dim: int, step: int, reverse_order: bool) -> torch.Tensor:
     order = torch.arange(latent_dim)
     return order.flip(0) if reverse_order and step % 2 == 1 else order
@@ -176,6 +203,8 @@ class AmortizedIAF(AmortizedFlow):
         sigmoid_bias: added to ``s`` before the gate's sigmoid (default 1; gated update only).
         update: ``"gated"`` (Kingma et al.) or ``"affine"`` (MAF's form, soft-clamped scale).
         activation: the MADEs' hidden activation, ``"elu"`` (Kingma et al.) or ``"relu"``.
+        zero_init: zero the MADEs' output layers (an affine step then starts as the identity);
+            ``None``: ``True`` for the affine update, ``False`` for the gated one.
 
     Example:
         >>> flow = AmortizedIAF(latent_dim=4, num_flows=2, context_dim=8, hidden_dims=(16,))
@@ -193,11 +222,14 @@ class AmortizedIAF(AmortizedFlow):
         sigmoid_bias: Optional[float] = None,
         update: str = "gated",
         activation: str = "elu",
+        zero_init: Optional[bool] = None,
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, context_dim, invertible=True)
         self.sigmoid_bias = _check_update(update, sigmoid_bias)
         self.update = update
         self.mades = _mades(latent_dim, num_flows, context_dim, hidden_dims, reverse_order, activation)
+        if _check_zero_init(update, zero_init):
+            _zero_outputs(self.mades)
 
     def steps(self, context: torch.Tensor) -> List[Transform]:
         return [
@@ -217,6 +249,8 @@ class GlobalIAF(GlobalFlow):
         sigmoid_bias: added to ``s`` before the gate's sigmoid (default 1; gated update only).
         update: ``"gated"`` (Kingma et al.) or ``"affine"`` (MAF's form, soft-clamped scale).
         activation: the MADEs' hidden activation, ``"elu"`` (Kingma et al.) or ``"relu"``.
+        zero_init: zero the MADEs' output layers (an affine step then starts as the identity);
+            ``None``: ``True`` for the affine update, ``False`` for the gated one.
 
     Example:
         >>> flow = GlobalIAF(latent_dim=3, num_flows=2, hidden_dims=(8,), update="affine")
@@ -235,11 +269,14 @@ class GlobalIAF(GlobalFlow):
         sigmoid_bias: Optional[float] = None,
         update: str = "gated",
         activation: str = "elu",
+        zero_init: Optional[bool] = None,
     ) -> None:
         super().__init__("iaf", latent_dim, num_flows, invertible=True)
         self.sigmoid_bias = _check_update(update, sigmoid_bias)
         self.update = update
         self.mades = _mades(latent_dim, num_flows, 0, hidden_dims, reverse_order, activation)
+        if _check_zero_init(update, zero_init):
+            _zero_outputs(self.mades)
 
     def steps(self) -> List[Transform]:
         return [IAFStep(made, _permutation(made), self.sigmoid_bias, self.update) for made in self.mades]
