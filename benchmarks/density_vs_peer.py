@@ -31,7 +31,9 @@ hidden_features=(H, H))``, its fixed order alternating, which for two features i
 the autoregressive flow at once; normflows: the conditioner is a ``ResidualNet`` of one residual
 block of width ``H``, the nearest it has to a two-layer MLP, with one linear layer more, and its
 coupling also applies an unconditional spline to the conditioning half, a ``Permute("swap")``
-between autoregressive steps). Time ratios are vaeflows over the faster peer.
+between autoregressive steps). Time ratios are vaeflows over the faster peer. Unless
+``--skip-mnist``, it adds one MNIST row (:func:`nsf_mnist`): vector spline couplings on the 784
+pixels (conditioners of ``--nsf-mnist-hidden``), bits/dim after ``--iters-mnist`` steps.
 
     python benchmarks/density_vs_peer.py --out benchmarks/results/density_vs_peer.md
     python benchmarks/density_vs_peer.py --suite nsf --out benchmarks/results/density_vs_peer_nsf.md
@@ -271,6 +273,61 @@ def nsf_two_d(nf, zuko, args) -> List[str]:
     return rows
 
 
+#: The fixed affine map of the MNIST rows of ``--suite nsf``: dequantized pixels in ``[0, 1]`` to
+#: ``[-3, 3]``, inside the splines' ``[-B, B]`` (its log-det, ``D log 6``, is added back to every model).
+NSF_MNIST_SCALE = 6.0
+
+
+def nsf_mnist(nf, zuko, args) -> List[str]:
+    """MNIST bits/dim at a fixed step budget: vaeflows' vector coupling ``nsf`` against zuko's NSF
+    with ``passes=2`` (its coupling form) and normflows' spline coupling, the same dequantized
+    batches in lockstep; one row, bits/dim on the first ``--test-images`` test images."""
+    data = load_density_data("mnist", args.data_dir)
+    dims = math.prod(data.event_shape)
+    hidden, steps = args.nsf_mnist_hidden, args.nsf_steps
+    torch.manual_seed(args.seed)
+    ours = nsf(
+        (dims,), transform="coupling", num_steps=steps, hidden=hidden, bins=args.bins, tail_bound=args.tail_bound
+    )
+    z = zuko.flows.NSF(dims, bins=args.bins, transforms=steps, passes=2, hidden_features=(hidden, hidden))
+    peer = nf.NormalizingFlow(
+        nf.distributions.DiagGaussian(dims, trainable=False),
+        [
+            nf.flows.CoupledRationalQuadraticSpline(
+                dims, 1, hidden, num_bins=args.bins, tail_bound=args.tail_bound, reverse_mask=k % 2 == 1
+            )
+            for k in range(steps)
+        ],
+    )
+    generator = torch.Generator().manual_seed(1)
+    order = torch.randint(len(data.train), (args.iters_mnist, args.batch_mnist), generator=generator)
+    noise = torch.rand(args.iters_mnist, args.batch_mnist, dims, generator=generator)
+
+    def scaled(images: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return NSF_MNIST_SCALE * ((images.flatten(1) + u) / NUM_LEVELS - 0.5)
+
+    scores = [ours.log_prob, lambda y: z().log_prob(y), peer.log_prob]
+    times = lockstep(
+        [lambda y, f=f: -f(y).mean() for f in scores],
+        [ours, z, peer],
+        lambda s: scaled(data.train[order[s]], noise[s]),
+        args.iters_mnist,
+        args.lr,
+    )
+    test = data.test[: args.test_images]
+    test = scaled(test, torch.rand(len(test), dims, generator=torch.Generator().manual_seed(2)))
+    log_jacobian = dims * math.log(NSF_MNIST_SCALE) - dims * math.log(NUM_LEVELS)  # y from x, x from pixels
+    bpd = [float(bits_per_dim(torch.tensor(mean_over(f, test, 200) + log_jacobian), dims)) for f in scores]
+    ms = [1e3 * t for t in times]
+    row = (
+        f"| MNIST, coupling, {steps} steps, MLP {hidden}-{hidden} | {bpd[0]:.4f} | {bpd[1]:.4f} | {bpd[2]:.4f} | "
+        f"{bpd[0] - bpd[1]:+.4f} | {bpd[0] - bpd[2]:+.4f} | {ms[0]:.1f} | {ms[1]:.1f} | {ms[2]:.1f} | "
+        f"{times[0] / min(times[1:]):.2f} |"
+    )
+    print(row, flush=True)
+    return [row]
+
+
 def nsf_main(args, argv) -> int:
     try:
         import normflows as nf
@@ -282,6 +339,7 @@ def nsf_main(args, argv) -> int:
         return 0
     torch.set_num_threads(args.threads)
     rows = nsf_two_d(nf, zuko, args)
+    mnist_rows = [] if args.skip_mnist else nsf_mnist(nf, zuko, args)
     lines = [
         "# Neural spline flows: vaeflows against zuko and normflows",
         "",
@@ -301,6 +359,23 @@ def nsf_main(args, argv) -> int:
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ]
+    if mnist_rows:
+        lines += [
+            "",
+            f"MNIST: {args.iters_mnist} steps of batch {args.batch_mnist} (a CPU budget, far from convergence), "
+            f"the three models in lockstep on the same batches; uniform dequantization, then the fixed map "
+            f"y = {NSF_MNIST_SCALE:g} (x - 1/2) to [-3, 3] (its log-det added back); bits/dim on the first "
+            f"{args.test_images} test images, seed {args.seed}. Vector coupling flows on the 784 pixels, halves "
+            "alternating (vaeflows: `nsf((784,), transform='coupling')`, MLP conditioners; zuko: `NSF(784, "
+            "passes=2)`, a masked MLP, which also gives the conditioning half an unconditional spline; normflows: "
+            "`CoupledRationalQuadraticSpline`, a `ResidualNet` of one block, an unconditional spline on the "
+            "conditioning half too, interleaved masks).",
+            "",
+            "| problem | vaeflows bits/dim | zuko bits/dim | normflows bits/dim | vaeflows − zuko | "
+            "vaeflows − normflows | vaeflows ms/step | zuko ms/step | normflows ms/step | time ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *mnist_rows,
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
@@ -329,10 +404,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="seeds of the 2-D runs, comma-separated",
     )
     parser.add_argument("--skip-mnist", action="store_true")
-    parser.add_argument("--suite", choices=["realnvp", "nsf"], default="realnvp", help="nsf: the spline flows, 2-D")
+    parser.add_argument(
+        "--suite", choices=["realnvp", "nsf"], default="realnvp", help="nsf: the spline flows, 2-D and MNIST"
+    )
     parser.add_argument("--nsf-steps", type=int, default=4, help="spline steps of --suite nsf")
     parser.add_argument("--bins", type=int, default=8, help="spline bins of --suite nsf")
     parser.add_argument("--tail-bound", type=float, default=5.0, help="spline tail bound of --suite nsf")
+    parser.add_argument(
+        "--nsf-mnist-hidden", type=int, default=128, help="conditioner width of --suite nsf's MNIST row"
+    )
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/density_vs_peer[_nsf].md")
     args = parser.parse_args(argv)
     if args.out is None:

@@ -52,8 +52,8 @@ FLOWS = (
     "sylvester-triangular",
 )
 #: Flows beyond the paper's table, run when named in ``--flows`` (residual flows, FFJORD, the
-#: convex-combination linear IAF).
-EXTRA_FLOWS = ("residual", "ffjord", "cc-liaf")
+#: convex-combination linear IAF, the neural spline posteriors).
+EXTRA_FLOWS = ("residual", "ffjord", "cc-liaf", "spline-autoregressive", "spline-coupling")
 LABELS = {
     "none": "VAE (diagonal Gaussian)",
     "planar": "planar",
@@ -64,6 +64,8 @@ LABELS = {
     "residual": "residual flow",
     "ffjord": "FFJORD",
     "cc-liaf": "ccLinIAF (Tomczak & Welling 2017)",
+    "spline-autoregressive": "spline IAF (Durkan et al. 2019)",
+    "spline-coupling": "spline coupling (Durkan et al. 2019)",
 }
 #: Test -ELBO (nats) of van den Berg et al. 2018, Table 1 (mean +- std of 3 runs), statically
 #: binarized MNIST. H-SNF and T-SNF are in the paper too, but their MNIST figures could not be
@@ -78,6 +80,8 @@ PAPER_ELBO = {
     "residual": "—",
     "ffjord": "82.82 ± 0.01",
     "cc-liaf": "—",
+    "spline-autoregressive": "—",
+    "spline-coupling": "—",
 }
 FFJORD_ELBO = "82.82 ± 0.01"
 #: The flow settings vaeflows uses by default (and this benchmark does not change).
@@ -93,6 +97,10 @@ FLOW_SETTINGS = {
     "rtol = atol = 1e-5, Hutchinson trace (Gaussian), also at test time",
     "cc-liaf": "J = 5 unit lower-triangular matrices per step shared by all points, their softmax weights "
     "from the encoder's features by one linear map (volume preserving)",
+    "spline-autoregressive": "rational-quadratic splines of 8 bins on [-3, 3], their bins from a MADE of z_<i and "
+    "the encoder's features, hidden (320, 320) ELU, order reversed every other step",
+    "spline-coupling": "rational-quadratic splines of 8 bins on [-3, 3] on one half, their bins from an MLP "
+    "(320, 320) ELU of the other half and the encoder's features, the halves alternating",
 }
 
 

@@ -244,9 +244,13 @@ def test_density_vs_peer_nsf_suite_writes_every_row(tmp_path):
     density_vs_peer = _load("density_vs_peer")
     out = tmp_path / "nsf.md"
     argv = ["--suite", "nsf", "--iters2d", "2", "--batch2d", "16", "--seeds", "0,1", "--nsf-steps", "1"]
-    assert density_vs_peer.main([*argv, "--hidden", "4", "--bins", "3", "--out", str(out)]) == 0
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "|---" not in line][1:]
-    assert len(rows) == 8 and {row.split(" | ")[1] for row in rows} == {"coupling", "autoregressive"}
+    mnist = ["--data-dir", str(DATA), "--iters-mnist", "2", "--batch-mnist", "4", "--test-images", "8"]
+    options = ["--hidden", "4", "--bins", "3", "--nsf-mnist-hidden", "8"]
+    assert density_vs_peer.main([*argv, *mnist, *options, "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "|---" not in line]
+    rows = [row for row in rows if not row.startswith("| problem")]
+    assert len(rows) == 9 and {row.split(" | ")[1] for row in rows[:8]} == {"coupling", "autoregressive"}
+    assert rows[8].startswith("| MNIST, coupling") and len(rows[8].split(" | ")) == 10
     assert all("nan" not in row.lower() for row in rows)
 
 

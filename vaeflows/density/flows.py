@@ -605,9 +605,11 @@ def nsf(
 ) -> FlowDensity:
     """Neural spline flow: monotonic rational-quadratic spline steps, coupling or autoregressive.
 
-    Direction: noise to data; ``log_prob`` runs the splines' exact (analytic) inverse. Every
-    transformed element goes through a spline of ``bins`` bins on ``[-tail_bound, tail_bound]``,
-    the identity outside it (:func:`~vaeflows.transforms.spline.rational_quadratic_spline`).
+    Direction: noise to data, with the splines on the data side as zuko's (``log_prob`` runs the
+    splines, sampling their exact analytic inverse; see :mod:`~vaeflows.density.splines` for why,
+    and for the soft bound of the bin logits). Every transformed element goes through a spline of
+    ``bins`` bins on ``[-tail_bound, tail_bound]``, the identity outside it
+    (:func:`~vaeflows.transforms.spline.rational_quadratic_spline`).
 
     * ``transform="coupling"`` (RQ-NSF (C)): vectors, ``num_steps``
       :class:`~.splines.SplineCoupling` layers on alternating halves, each conditioner an MLP of

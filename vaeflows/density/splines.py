@@ -1,24 +1,33 @@
 """Neural spline density layers: rational-quadratic spline couplings and spline MAF steps.
 
-Direction (as every density layer): **noise to data**. Each transformed element goes through a
-monotonic rational-quadratic spline of ``K`` bins on ``[-B, B]``, the identity outside it (linear
-tails of slope 1), its bins from a network: :func:`~vaeflows.transforms.spline.rational_quadratic_spline`,
+Direction (as every density layer): the layers map **noise to data**, but the spline itself runs
+**data to noise**: each transformed element of the data goes through a monotonic
+rational-quadratic spline of ``K`` bins on ``[-B, B]``, the identity outside it (linear tails of
+slope 1), ``z = spline(x)``; sampling runs its exact inverse, ``x = spline^-1(z)``, the root of a
+quadratic per element. The bins come from a network: :func:`~vaeflows.transforms.spline.rational_quadratic_spline`,
 the maths the posterior flows ``spline-coupling`` and ``spline-autoregressive`` use, with the
 same raw-parameter map (softmax bins of at least ``1e-3`` of ``2B``, raw derivatives of 0 a slope
-of 1) except one factor: the raw widths and heights are multiplied by ``bin_scale``, by default 1
-(as zuko), where the posterior flows divide them by ``sqrt`` of the conditioner's last hidden width
-(as nflows). Measured (``benchmarks/density_vs_peer.py --suite nsf`` protocol, moons, 300 steps,
-2 seeds): the division costs the fit 0.025 nats (coupling) and 0.017 (autoregressive) at equal
-steps, and the density tests pass without it.
+of 1) except for the raw widths and heights ``w``, which are first multiplied by ``bin_scale``
+(default 1; nflows and the posterior flows: ``1 / sqrt`` of the conditioner's last hidden width)
+and then softly bounded as zuko's ``MonotonicRQSTransform`` bounds them::
+
+    w -> w / (1 + |w| / L),    L = ln(1000) / 2 = 3.45 (LOGIT_BOUND)
+
+so that no bin is more than 1000 times wider (or taller) than another of the same spline.
+
+Both the direction and the bound are zuko's (its ``NSF`` scores data with
+``MonotonicRQSTransform`` applied forward on ``x``, its logits so bounded and not scaled) and
+measured against it (``benchmarks/density_vs_peer.py --suite nsf`` protocol, 300 steps, see
+``benchmarks/results/density_vs_peer_nsf.md``): without the bound, with the spline on either side,
+``nsf`` was 0.01-0.05 nats behind zuko on the four 2-D sets; the bound closes most of that; the
+``sqrt`` division cost a further 0.02-0.03 nats on moons. The log-dets are exact either way (the
+forward and inverse log-derivatives of the spline come from the same bins).
 
 * :class:`SplineCoupling`: a masked coupling, the masked part (and a context) conditioning the
   splines of the rest; both directions in one parallel pass. Vectors, checkerboards, channel halves.
-* :class:`SplineMAFStep`: the masked autoregressive form, ``x_i = spline_i(z_i)`` with the bins of
-  dimension ``i`` from a MADE of ``x_<i``: density in one MADE pass (the spline's exact inverse),
-  sampling in ``D`` sequential passes, as :class:`~.layers.MAFStep`.
-
-``inverse_and_ladj`` (the direction that scores data) runs the spline's analytic inverse, the root
-of a quadratic per element; its log-det is the forward ``log|det dx/dz|`` at the result.
+* :class:`SplineMAFStep`: the masked autoregressive form (MAF, as zuko's ``NSF``),
+  ``z_i = spline_i(x_i)`` with the bins of dimension ``i`` from a MADE of ``x_<i``: density in one
+  MADE pass, sampling in ``D`` sequential passes of the spline's inverse, as :class:`~.layers.MAFStep`.
 
 References:
     Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
@@ -27,6 +36,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Optional, Sequence, Tuple, cast
 
@@ -54,23 +64,35 @@ def _check(bins: int, tail_bound: float) -> Tuple[int, float]:
     return check_int("bins (--bins)", bins, minimum=2), check_real("tail_bound (--tail-bound)", tail_bound, above=0)
 
 
-def _spline(v: Tensor, raw: Sequence[Tensor], bound: float, bin_scale: float, inverse: bool) -> Pair:
-    """Elementwise splines of ``v`` ``(...)`` with raw ``(widths, heights, derivatives)`` of
-    shapes ``(..., K)``, ``(..., K)``, ``(..., K - 1)``: ``(output, log-derivative of the forward
-    map)`` per element."""
+#: The soft bound of the raw bin widths and heights (zuko's): bins within a factor 1000 of each other.
+LOGIT_BOUND = math.log(1000.0) / 2
+
+
+def _bounded(raw: Tensor, scale: float) -> Tensor:
+    """``w / (1 + |w| / L)`` of ``w = scale * raw``: smooth, the identity near 0, inside ``(-L, L)``."""
+    raw = raw * scale
+    return raw / (1 + raw.abs() / LOGIT_BOUND)
+
+
+def _spline(v: Tensor, raw: Sequence[Tensor], bound: float, bin_scale: float, data_side: bool) -> Pair:
+    """Elementwise splines with raw ``(widths, heights, derivatives)`` of shapes ``(..., K)``,
+    ``(..., K)``, ``(..., K - 1)``: ``z = spline(v)`` for data ``v`` (``data_side``), else
+    ``x = spline^-1(v)`` for noise ``v``; ``(output, log|dx/dz|)`` per element."""
     widths, heights, derivatives = raw
-    out, ladj = rational_quadratic_spline(v, widths * bin_scale, heights * bin_scale, derivatives, bound, inverse)
-    return out, -ladj if inverse else ladj
+    widths, heights = _bounded(widths, bin_scale), _bounded(heights, bin_scale)
+    out, ladj = rational_quadratic_spline(v, widths, heights, derivatives, bound, inverse=not data_side)
+    return out, -ladj if data_side else ladj
 
 
 class SplineCoupling(Bijection):
     """Masked rational-quadratic spline coupling (NSF's coupling layer, RQ-NSF (C)).
 
-    Direction: noise to data. With ``m`` the mask and ``theta = net(m * z, context)``::
+    Direction: noise to data, the spline on the data side (see the module docstring). With ``m``
+    the mask and ``theta = net(m * x, context)``::
 
-        x = m * z + (1 - m) * spline(z; theta),    log|det dx/dz| = sum((1 - m) * log spline'(z; theta))
+        z = m * x + (1 - m) * spline(x; theta),    log|det dx/dz| = -sum((1 - m) * log spline'(x; theta))
 
-    The inverse uses ``m * x = m * z`` and the spline's analytic inverse, in one parallel pass.
+    Sampling uses ``m * z = m * x`` and the spline's analytic inverse, in one parallel pass.
 
     Args:
         mask: 0/1 tensor of the event's shape (``(D,)`` or ``(C, H, W)``); 1 marks the
@@ -115,32 +137,34 @@ class SplineCoupling(Bijection):
         if rezero:
             self.alpha = nn.Parameter(torch.zeros(()))
 
-    def _couple(self, v: Tensor, context: Optional[Tensor], inverse: bool) -> Pair:
+    def _couple(self, v: Tensor, context: Optional[Tensor], data_side: bool) -> Pair:
         n = self.event_ndim
         raw = self.net(v * self.mask, context)
         if self.rezero:
             raw = self.alpha * raw
         # (..., E0 * P, *rest) -> (..., E0, *rest, P): the parameters of each element last.
         raw = raw.unflatten(-n, (self.mask.shape[0], spline_params_per_dim(self.bins))).movedim(-n, -1)
-        out, ladj = _spline(v, _split_raw(raw, self.bins), self.tail_bound, self.bin_scale, inverse)
+        out, ladj = _spline(v, _split_raw(raw, self.bins), self.tail_bound, self.bin_scale, data_side)
         free = 1 - self.mask
         return v * self.mask + out * free, sum_event(ladj * free, n)
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
-        return self._couple(z, context, inverse=False)
+        return self._couple(z, context, data_side=False)
 
     def inverse_and_ladj(self, x: Tensor, context: Optional[Tensor] = None) -> Pair:
-        return self._couple(x, context, inverse=True)
+        return self._couple(x, context, data_side=True)
 
 
 class SplineMAFStep(Bijection):
     """One masked autoregressive spline step (NSF's autoregressive layer, RQ-NSF (AR)).
 
-    Direction: noise to data, ``x_i = spline_i(z_i)`` with the bins of dimension ``i`` from
-    ``MADE(x_<i)`` (Pyro's :class:`~pyro.nn.AutoRegressiveNN`, ReLU, ``param_dims = [K, K, K - 1]``);
-    ``log|det dx/dz| = sum_i log spline_i'(z_i)``. Scoring data is one MADE pass and the splines'
-    exact inverse, ``z_i = spline_i^-1(x_i)``; sampling is sequential, ``D`` MADE passes, each
-    fixing one more variable in the MADE's order (as :class:`~.layers.MAFStep`).
+    Direction: noise to data, the spline on the data side (see the module docstring):
+    ``z_i = spline_i(x_i)`` with the bins of dimension ``i`` from ``MADE(x_<i)`` (Pyro's
+    :class:`~pyro.nn.AutoRegressiveNN`, ReLU, ``param_dims = [K, K, K - 1]``);
+    ``log|det dx/dz| = -sum_i log spline_i'(x_i)``. Scoring data is one MADE pass and the splines;
+    sampling is sequential, ``D`` MADE passes of the splines' exact inverse
+    ``x_i = spline_i^-1(z_i)``, each fixing one more variable in the MADE's order (as
+    :class:`~.layers.MAFStep`).
 
     Args:
         dim: ``D``.
@@ -188,13 +212,13 @@ class SplineMAFStep(Bijection):
         return tuple(p.transpose(-1, -2) for p in params)  # (..., K or K - 1, D) -> (..., D, K or K - 1)
 
     def inverse_and_ladj(self, x: Tensor, context: Optional[Tensor] = None) -> Pair:
-        z, ladj = _spline(x, self._raw(x, context), self.tail_bound, self.bin_scale, inverse=True)
+        z, ladj = _spline(x, self._raw(x, context), self.tail_bound, self.bin_scale, data_side=True)
         return z, ladj.sum(-1)
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
         # Pass k fixes the k-th variable in the MADE's order; after D passes all are exact.
         x, ladj = torch.zeros_like(z), None
         for _ in range(z.shape[-1]):
-            x, ladj = _spline(z, self._raw(x, context), self.tail_bound, self.bin_scale, inverse=False)
+            x, ladj = _spline(z, self._raw(x, context), self.tail_bound, self.bin_scale, data_side=False)
         assert ladj is not None, "z has at least one variable"
         return x, ladj.sum(-1)
