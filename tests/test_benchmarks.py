@@ -427,3 +427,30 @@ def test_banana_init_prints_an_elbo_per_seed(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [["vf_out01", "0"], ["vf_out01", "1"]]
     assert all(math.isfinite(float(line.split()[2])) for line in lines)
+
+
+def test_nsf_mnist_masks_prints_bits_per_dim(capsys):
+    if not (DATA / "MNIST").exists():
+        pytest.skip("the shared MNIST files are not here")
+    probe = _load("nsf_mnist_masks")
+    assert (
+        probe.main(
+            [
+                "halves",
+                "3",
+                "--iters",
+                "1",
+                "--batch",
+                "4",
+                "--hidden",
+                "8",
+                "--test-images",
+                "8",
+                "--data-dir",
+                str(DATA),
+            ]
+        )
+        == 0
+    )
+    last = capsys.readouterr().out.splitlines()[-1].split()
+    assert last[:3] == ["halves", "3.0", "bits/dim"] and math.isfinite(float(last[3]))

@@ -66,6 +66,7 @@ __all__ = [
     "sum_event",
     "checkerboard_mask",
     "channel_mask",
+    "alternating_mask",
 ]
 
 Tensor = torch.Tensor
@@ -127,6 +128,19 @@ def channel_mask(shape: Sequence[int], parity: int) -> Tensor:
     first = torch.arange(shape[0]) < shape[0] // 2
     mask = first if parity == 0 else ~first
     return mask.reshape(-1, *[1] * (len(shape) - 1)).expand(*shape).to(torch.get_default_dtype())
+
+
+def alternating_mask(dim: int, parity: int) -> Tensor:
+    """A vector mask of 1s on the even (``parity=0``) or the odd entries (nflows'
+    ``create_alternating_binary_mask``). On a flattened image neighbouring pixels condition each
+    other, where :func:`channel_mask`'s halves condition the bottom of the image on its top; for
+    ``D = 2`` the two masks are the same.
+
+    Example:
+        >>> alternating_mask(5, 0)
+        tensor([1., 0., 1., 0., 1.])
+    """
+    return (torch.arange(dim) % 2 == parity).to(torch.get_default_dtype())
 
 
 def _tanh_log_scale(raw: Tensor) -> Tensor:
