@@ -51,7 +51,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -110,6 +110,42 @@ def test_nll(model, x: torch.Tensor, chunk: int = 1000) -> float:
         return -float(sum(model.log_prob(part).sum() for part in x.split(chunk))) / len(x)
 
 
+def train_in_lockstep(
+    models: Dict[str, torch.nn.Module],
+    optimizers: Dict[str, torch.optim.Optimizer],
+    losses: Dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    batch: Callable[[int], torch.Tensor],
+    budget: float,
+    evaluate: Callable[[torch.nn.Module], float],
+    label: str,
+) -> Tuple[Dict[str, List[float]], Dict[str, int], Dict[str, float]]:
+    """Train every model for ``budget`` seconds of process CPU time in lockstep rounds (each model
+    until its own CPU time reaches the round's mark, then the next; step ``k`` of every model on
+    ``batch(k)``), ``evaluate`` at the :data:`CHECKPOINTS` (not counted); the curves, steps and CPU."""
+    cpu = {name: 0.0 for name in models}
+    steps = {name: 0 for name in models}
+    curves: Dict[str, List[float]] = {name: [] for name in models}
+    for fraction in CHECKPOINTS:
+        mark = fraction * budget
+        for name, model in models.items():
+            while cpu[name] < mark:
+                rows = batch(steps[name])
+                start = time.process_time()
+                loss = losses[name](rows)
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[name].step()
+                cpu[name] += time.process_time() - start
+                steps[name] += 1
+            curves[name].append(evaluate(model))
+        print(
+            f"{label} at {fraction:.0%}: "
+            + ", ".join(f"{name} {curves[name][-1]:.3f} ({steps[name]} steps)" for name in models),
+            flush=True,
+        )
+    return curves, steps, cpu
+
+
 def run_seed(args, dataset: str, seed: int, train: torch.Tensor, test: torch.Tensor) -> Dict[str, dict]:
     """Train every model for ``args.budget`` CPU seconds in lockstep rounds; NLL at the checkpoints."""
     models, optimizers, losses = {}, {}, {}
@@ -123,28 +159,16 @@ def run_seed(args, dataset: str, seed: int, train: torch.Tensor, test: torch.Ten
         else:
             losses[name] = lambda batch, model=model, matching=matching: matching.loss(model, batch)
     order = torch.randint(len(train), (1_000_000, args.batch), generator=torch.Generator().manual_seed(seed))
-    cpu = {name: 0.0 for name in models}
-    steps = {name: 0 for name in models}
-    curves: Dict[str, List[float]] = {name: [] for name in models}
     torch.manual_seed(seed + 1000)  # the noise of flow matching and of the Hutchinson trace
-    for fraction in CHECKPOINTS:
-        mark = fraction * args.budget
-        for name, model in models.items():
-            while cpu[name] < mark:
-                batch = train[order[steps[name]]]
-                start = time.process_time()
-                loss = losses[name](batch)
-                optimizers[name].zero_grad(set_to_none=True)
-                loss.backward()
-                optimizers[name].step()
-                cpu[name] += time.process_time() - start
-                steps[name] += 1
-            curves[name].append(test_nll(model, test))
-        print(
-            f"{dataset} seed {seed} at {fraction:.0%}: "
-            + ", ".join(f"{name} {curves[name][-1]:.3f} ({steps[name]} steps)" for name in models),
-            flush=True,
-        )
+    curves, steps, cpu = train_in_lockstep(
+        models,
+        optimizers,
+        losses,
+        lambda step: train[order[step]],
+        args.budget,
+        lambda m: test_nll(m, test),
+        f"{dataset} seed {seed}",
+    )
     results = {}
     for name, model in models.items():
         result = {"curve": curves[name], "steps": steps[name], "ms_per_step": 1e3 * cpu[name] / steps[name]}
