@@ -129,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.budget:g} CPU s of training each, {args.num_train} training images, Adam lr {args.lr}, batch "
         f"{args.batch}, seed {args.seed}; test bits/dim on the first {args.test_points} test images by dopri5 "
         f"(rtol = atol = 1e-5), eval trace: {trace} (an unbiased estimate, not the exact trace). "
-        "**Far from converged** (minutes of one CPU thread against GPU-days): not comparable with "
+        "**Far from converged** (minutes of one CPU thread against GPU training): not comparable with "
         "FFJORD's 0.99 or RNODE's 0.97 bits/dim (Grathwohl et al. 2019; Finlay et al. 2020).",
         "",
         "| model | test bits/dim | at 0.1 / 0.2 / 0.5 of the budget | steps | CPU ms/step "
