@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, write_markdown  # noqa: E402
+from flow_matching import accurate_solver  # noqa: E402
 
 from vaeflows.density import CNFBlock, density_flow, toy_data  # noqa: E402
 from vaeflows.transforms.ffjord import rnode_penalty  # noqa: E402
@@ -65,18 +66,12 @@ def blocks(model) -> List[CNFBlock]:
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, chunk: int = 1000) -> Tuple[float, float]:
     """Test NLL with the exact trace by dopri5 (rtol = atol = 1e-5), and the mean NFE per solve."""
-    saved = [dict(b.solve_options) for b in blocks(model)]
-    for b in blocks(model):
-        b.solve_options.update(method="dopri5", solver_steps=None, rtol=1e-5, atol=1e-5)
-    model.eval()
     total, nfe, parts = 0.0, 0, 0
-    for part in x.split(chunk):
-        total += float(model.log_prob(part).sum())
-        nfe += sum(b.net.nfe for b in blocks(model))
-        parts += 1
-    model.train()
-    for b, options in zip(blocks(model), saved):
-        b.solve_options = options
+    with accurate_solver(model):
+        for part in x.split(chunk):
+            total += float(model.log_prob(part).sum())
+            nfe += sum(b.net.nfe for b in blocks(model))
+            parts += 1
     return -total / len(x), nfe / parts
 
 

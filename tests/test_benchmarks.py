@@ -421,6 +421,24 @@ def test_flow_matching_benchmark_writes_every_row_and_matches_torchcfm(tmp_path)
     assert len(differences) == 3 and max(differences) < 1e-4  # the same loss as torchcfm's
 
 
+def test_flow_matching_mnist_writes_both_rows_in_bits_per_dim(tmp_path):
+    """flow_matching_mnist.py at a tiny budget: both objectives train and are scored in bits/dim."""
+    pytest.importorskip("torchdiffeq")
+    if not (DATA / "MNIST").exists():
+        pytest.skip(f"MNIST not under {DATA}")
+    bench = _load("flow_matching_mnist")
+    out = tmp_path / "fm_mnist.md"
+    argv = ["--data-dir", str(DATA), "--budget", "0.05", "--num-train", "32", "--test-points", "4"]
+    assert bench.main([*argv, "--hidden", "4", "--batch", "4", "--nfe-samples", "2", "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = [
+        line.split(" | ") for line in text.splitlines() if line.startswith("| fm |") or line.startswith("| ffjord |")
+    ]
+    assert [row[0] for row in rows] == ["| fm", "| ffjord"]
+    assert all(0 < float(row[1]) < 50 for row in rows)  # bits/dim of 8-bit data: finite and positive
+    assert "eval trace: hutchinson" in text and "(target, within 20%:" in text
+
+
 def test_banana_init_prints_an_elbo_per_seed(capsys):
     banana_init = _load("banana_init")
     assert banana_init.main(["vf_out01", "0", "2", "--steps", "3", "--draws", "50"]) == 0
