@@ -482,13 +482,7 @@ def _model_options(args: argparse.Namespace) -> dict:
         if args.arch != "mlp":
             raise ValueError("--hidden-dims applies to --arch mlp only")
         model["hidden_dims"] = args.hidden_dims
-    for flag, (keyword, flows) in FLOW_OPTIONS.items():
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        if args.flow not in flows:
-            raise ValueError(f"--{flag.replace('_', '-')} applies to --flow {' or '.join(sorted(flows))} only")
-        model[keyword] = value
+    model.update(_flow_flags(args, FLOW_OPTIONS))
     _prior_options(args, model)
     return model
 
