@@ -38,7 +38,7 @@ from typing import List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, write_markdown  # noqa: E402
+from common import DATA_DIR, command_line, machine, write_markdown  # noqa: E402
 from flow_matching import CHECKPOINTS, accurate_solver, train_in_lockstep  # noqa: E402
 
 from vaeflows.density import (  # noqa: E402
@@ -57,7 +57,7 @@ from vaeflows.density.training import mean_nll  # noqa: E402
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.environ.get("VAEFLOWS_DATA_DIR"))
+    parser.add_argument("--data-dir", default=DATA_DIR, help="default: $VAEFLOWS_DATA_DIR or ../shared/data")
     parser.add_argument("--budget", type=float, default=60.0, help="CPU seconds of training per model")
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--test-points", type=int, default=500)
