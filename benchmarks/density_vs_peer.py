@@ -278,27 +278,51 @@ def nsf_two_d(nf, zuko, args) -> List[str]:
 NSF_MNIST_SCALE = 6.0
 
 
+#: The MNIST pairs of ``--suite nsf``: peer -> (vaeflows' conditioner of the equal architecture, its label).
+NSF_MNIST_PAIRS = {"zuko": ("mlp", "MLP {h}-{h}"), "normflows": ("resnet", "ResidualNet of 1 block, width {h}")}
+
+
 def nsf_mnist(nf, zuko, args) -> List[str]:
-    """MNIST bits/dim at a fixed step budget: vaeflows' vector coupling ``nsf`` against zuko's NSF
-    with ``passes=2`` (its coupling form) and normflows' spline coupling, the same dequantized
-    batches in lockstep; one row, bits/dim on the first ``--test-images`` test images."""
+    """MNIST bits/dim at a fixed step budget, one row per peer of ``--nsf-mnist-peers``, each beside
+    vaeflows' vector coupling ``nsf`` at that peer's architecture: zuko's NSF with ``passes=2`` (its
+    coupling form, a masked MLP) against ``nsf(conditioner='mlp')``; normflows'
+    ``CoupledRationalQuadraticSpline`` (nflows' ``ResidualNet`` of one block) against
+    ``nsf(conditioner='resnet', num_blocks=1)``. All the models train in lockstep on the same
+    dequantized batches; bits/dim on the first ``--test-images`` test images."""
     data = load_density_data("mnist", args.data_dir)
     dims = math.prod(data.event_shape)
     hidden, steps = args.nsf_mnist_hidden, args.nsf_steps
     torch.manual_seed(args.seed)
-    ours = nsf(
-        (dims,), transform="coupling", num_steps=steps, hidden=hidden, bins=args.bins, tail_bound=args.tail_bound
-    )
-    z = zuko.flows.NSF(dims, bins=args.bins, transforms=steps, passes=2, hidden_features=(hidden, hidden))
-    peer = nf.NormalizingFlow(
-        nf.distributions.DiagGaussian(dims, trainable=False),
-        [
-            nf.flows.CoupledRationalQuadraticSpline(
-                dims, 1, hidden, num_bins=args.bins, tail_bound=args.tail_bound, reverse_mask=k % 2 == 1
+    models: List[torch.nn.Module] = []
+    scores: List[Callable[[torch.Tensor], torch.Tensor]] = []
+    for peer_name in args.nsf_mnist_peers:
+        conditioner = NSF_MNIST_PAIRS[peer_name][0]
+        ours = nsf(
+            (dims,),
+            transform="coupling",
+            num_steps=steps,
+            hidden=hidden,
+            bins=args.bins,
+            tail_bound=args.tail_bound,
+            conditioner=conditioner,
+            num_blocks=1,
+        )
+        if peer_name == "zuko":
+            peer = zuko.flows.NSF(dims, bins=args.bins, transforms=steps, passes=2, hidden_features=(hidden, hidden))
+            peer_score: Callable[[torch.Tensor], torch.Tensor] = lambda y, p=peer: p().log_prob(y)  # noqa: E731
+        else:
+            peer = nf.NormalizingFlow(
+                nf.distributions.DiagGaussian(dims, trainable=False),
+                [
+                    nf.flows.CoupledRationalQuadraticSpline(
+                        dims, 1, hidden, num_bins=args.bins, tail_bound=args.tail_bound, reverse_mask=k % 2 == 1
+                    )
+                    for k in range(steps)
+                ],
             )
-            for k in range(steps)
-        ],
-    )
+            peer_score = peer.log_prob
+        models += [ours, peer]
+        scores += [ours.log_prob, peer_score]
     generator = torch.Generator().manual_seed(1)
     order = torch.randint(len(data.train), (args.iters_mnist, args.batch_mnist), generator=generator)
     noise = torch.rand(args.iters_mnist, args.batch_mnist, dims, generator=generator)
@@ -306,10 +330,9 @@ def nsf_mnist(nf, zuko, args) -> List[str]:
     def scaled(images: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return NSF_MNIST_SCALE * ((images.flatten(1) + u) / NUM_LEVELS - 0.5)
 
-    scores = [ours.log_prob, lambda y: z().log_prob(y), peer.log_prob]
     times = lockstep(
         [lambda y, f=f: -f(y).mean() for f in scores],
-        [ours, z, peer],
+        models,
         lambda s: scaled(data.train[order[s]], noise[s]),
         args.iters_mnist,
         args.lr,
@@ -318,14 +341,16 @@ def nsf_mnist(nf, zuko, args) -> List[str]:
     test = scaled(test, torch.rand(len(test), dims, generator=torch.Generator().manual_seed(2)))
     log_jacobian = dims * math.log(NSF_MNIST_SCALE) - dims * math.log(NUM_LEVELS)  # y from x, x from pixels
     bpd = [float(bits_per_dim(torch.tensor(mean_over(f, test, 200) + log_jacobian), dims)) for f in scores]
-    ms = [1e3 * t for t in times]
-    row = (
-        f"| MNIST, coupling, {steps} steps, MLP {hidden}-{hidden} | {bpd[0]:.4f} | {bpd[1]:.4f} | {bpd[2]:.4f} | "
-        f"{bpd[0] - bpd[1]:+.4f} | {bpd[0] - bpd[2]:+.4f} | {ms[0]:.1f} | {ms[1]:.1f} | {ms[2]:.1f} | "
-        f"{times[0] / min(times[1:]):.2f} |"
-    )
-    print(row, flush=True)
-    return [row]
+    rows = []
+    for k, peer_name in enumerate(args.nsf_mnist_peers):
+        ours_bpd, peer_bpd, ours_s, peer_s = bpd[2 * k], bpd[2 * k + 1], times[2 * k], times[2 * k + 1]
+        label = NSF_MNIST_PAIRS[peer_name][1].format(h=hidden)
+        rows.append(
+            f"| MNIST, coupling, {steps} steps, {label} | {peer_name} | {ours_bpd:.4f} | {peer_bpd:.4f} | "
+            f"{ours_bpd - peer_bpd:+.4f} | {1e3 * ours_s:.1f} | {1e3 * peer_s:.1f} | {ours_s / peer_s:.2f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
 
 
 def nsf_main(args, argv) -> int:
@@ -363,17 +388,19 @@ def nsf_main(args, argv) -> int:
         lines += [
             "",
             f"MNIST: {args.iters_mnist} steps of batch {args.batch_mnist} (a CPU budget, far from convergence), "
-            f"the three models in lockstep on the same batches; uniform dequantization, then the fixed map "
-            f"y = {NSF_MNIST_SCALE:g} (x - 1/2) to [-3, 3] (its log-det added back); bits/dim on the first "
-            f"{args.test_images} test images, seed {args.seed}. Vector coupling flows on the 784 pixels, halves "
-            "alternating (vaeflows: `nsf((784,), transform='coupling')`, MLP conditioners; zuko: `NSF(784, "
-            "passes=2)`, a masked MLP, which also gives the conditioning half an unconditional spline; normflows: "
-            "`CoupledRationalQuadraticSpline`, a `ResidualNet` of one block, an unconditional spline on the "
-            "conditioning half too, interleaved masks).",
+            f"all {2 * len(args.nsf_mnist_peers)} models in lockstep on the same batches; uniform dequantization, "
+            f"then the fixed map y = {NSF_MNIST_SCALE:g} (x - 1/2) to [-3, 3] (its log-det added back); bits/dim "
+            f"on the first {args.test_images} test images, seed {args.seed}. Vector coupling flows on the 784 "
+            "pixels, even/odd masks alternating, each peer beside vaeflows at its conditioner (zuko: "
+            "`NSF(784, passes=2)`, a masked MLP, against `nsf((784,), conditioner='mlp')`; normflows: "
+            "`CoupledRationalQuadraticSpline`, nflows' `ResidualNet` of one block, against "
+            "`nsf((784,), conditioner='resnet', num_blocks=1)`). Both peers also give the conditioning half of "
+            "every coupling an unconditional spline; vaeflows leaves it as the identity. Time ratio: vaeflows "
+            "over the peer of its row.",
             "",
-            "| problem | vaeflows bits/dim | zuko bits/dim | normflows bits/dim | vaeflows − zuko | "
-            "vaeflows − normflows | vaeflows ms/step | zuko ms/step | normflows ms/step | time ratio |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| problem | peer | vaeflows bits/dim | peer bits/dim | vaeflows − peer | vaeflows ms/step | "
+            "peer ms/step | time ratio |",
+            "|---|---|---|---|---|---|---|---|",
             *mnist_rows,
         ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -404,6 +431,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="seeds of the 2-D runs, comma-separated",
     )
     parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument(
+        "--nsf-mnist-peers",
+        nargs="+",
+        choices=list(NSF_MNIST_PAIRS),
+        default=list(NSF_MNIST_PAIRS),
+        help="--suite nsf's MNIST rows: one per peer, each beside vaeflows at its architecture",
+    )
     parser.add_argument(
         "--suite", choices=["realnvp", "nsf"], default="realnvp", help="nsf: the spline flows, 2-D and MNIST"
     )

@@ -249,8 +249,9 @@ def test_density_vs_peer_nsf_suite_writes_every_row(tmp_path):
     assert density_vs_peer.main([*argv, *mnist, *options, "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "|---" not in line]
     rows = [row for row in rows if not row.startswith("| problem")]
-    assert len(rows) == 9 and {row.split(" | ")[1] for row in rows[:8]} == {"coupling", "autoregressive"}
-    assert rows[8].startswith("| MNIST, coupling") and len(rows[8].split(" | ")) == 10
+    assert len(rows) == 10 and {row.split(" | ")[1] for row in rows[:8]} == {"coupling", "autoregressive"}
+    assert [row.split(" | ")[1] for row in rows[8:]] == ["zuko", "normflows"]  # a row per peer, its architecture
+    assert all(row.startswith("| MNIST, coupling") and len(row.split(" | ")) == 8 for row in rows[8:])
     assert all("nan" not in row.lower() for row in rows)
 
 

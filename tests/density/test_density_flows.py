@@ -17,7 +17,10 @@ import torch
 from vaeflows.density import DENSITY_FLOWS, ActNorm, FlowDensity, density_flow
 
 #: Variants of a registry flow that run through the same generic tests: name -> (flow, options).
-VARIANTS = {"nsf-autoregressive": ("nsf", {"transform": "autoregressive"})}
+VARIANTS = {
+    "nsf-autoregressive": ("nsf", {"transform": "autoregressive"}),
+    "nsf-resnet": ("nsf", {"conditioner": "resnet", "num_blocks": 2}),
+}
 NAMES = list(DENSITY_FLOWS) + list(VARIANTS)
 SHAPES = {"vector": (3,), "image": (2, 4, 4)}
 CONTEXT_DIM = 3

@@ -138,3 +138,24 @@ def test_image_only_errors():
         nsf((1, 6, 6), num_levels=3)
     with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
         nsf((1, 4, 4), num_steps=1, hidden=4).log_prob(torch.full((1, 1, 4, 4), 2.0))
+
+
+def test_resnet_conditioner_is_nflows_residual_net_and_refuses_what_does_not_apply():
+    from vaeflows.density.nets import CouplingResNet
+
+    model = nsf((6,), num_steps=2, hidden=8, bins=3, conditioner="resnet", num_blocks=3)
+    nets = [m for m in model.modules() if isinstance(m, CouplingResNet)]
+    assert len(nets) == 2 and all(len(n.blocks) == 3 for n in nets)
+    assert all(n.initial.in_features == 6 and n.final.out_features == 6 * 8 for n in nets)
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(model.log_prob(x), nsf((6,), num_steps=2, hidden=8, bins=3).log_prob(x))  # identity
+    for block in nets[0].blocks:
+        assert block[-1].weight.abs().max() <= 1e-3  # nflows' near-zero second layer of each block
+    with pytest.raises(ValueError, match="unknown nsf conditioner 'cnn'"):
+        nsf((4,), conditioner="cnn")
+    with pytest.raises(ValueError, match="transform='coupling'"):
+        nsf((4,), hidden=8, transform="autoregressive", conditioner="resnet")
+    with pytest.raises(ValueError, match="hidden_dims applies to conditioner='mlp'"):
+        nsf((4,), conditioner="resnet", hidden_dims=(8, 8))
+    with pytest.raises(ValueError, match="num_blocks"):
+        nsf((4,), conditioner="resnet", num_blocks=0)

@@ -29,6 +29,7 @@ from .dequantization import (
 from .energy import EnergyFit, fit_energy, log_partition_on_box
 from .flows import (
     DENSITY_FLOWS,
+    NSF_CONDITIONERS,
     NSF_TRANSFORMS,
     FlowDensity,
     density_flow,
@@ -92,6 +93,7 @@ __all__ = [
     "ffjord",
     "nsf",
     "NSF_TRANSFORMS",
+    "NSF_CONDITIONERS",
     "BASES",
     "Base",
     "StandardNormalBase",

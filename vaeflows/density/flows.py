@@ -48,7 +48,7 @@ from .layers import (
     channel_mask,
     checkerboard_mask,
 )
-from .nets import CouplingCNN, CouplingMLP, ZeroConv
+from .nets import CouplingCNN, CouplingMLP, CouplingResNet, ZeroConv
 from .splines import SplineCoupling, SplineMAFStep, spline_params_per_dim
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "ffjord",
     "nsf",
     "NSF_TRANSFORMS",
+    "NSF_CONDITIONERS",
     "standard_normal_log_prob",
 ]
 
@@ -590,6 +591,13 @@ def _multiscale(
 #: The forms of :func:`nsf`'s steps.
 NSF_TRANSFORMS = ("coupling", "autoregressive")
 
+#: The vector conditioners of :func:`nsf`'s couplings: name -> builder
+#: ``(dim, out_dim, hidden, context_dim, hidden_dims, num_blocks, zero_init) -> net``.
+NSF_CONDITIONERS: Dict[str, Callable[..., nn.Module]] = {
+    "mlp": lambda d, o, h, c, widths, blocks, zero: CouplingMLP(d, o, h, c, widths, zero_init=zero),
+    "resnet": lambda d, o, h, c, widths, blocks, zero: CouplingResNet(d, o, h, c, blocks, zero_init=zero),
+}
+
 
 def nsf(
     event_shape: Sequence[int],
@@ -603,6 +611,8 @@ def nsf(
     hidden_dims: Optional[Sequence[int]] = None,
     alpha: float = 0.05,
     rezero: bool = False,
+    conditioner: str = "mlp",
+    num_blocks: int = 2,
 ) -> FlowDensity:
     """Neural spline flow: monotonic rational-quadratic spline steps, coupling or autoregressive.
 
@@ -639,6 +649,12 @@ def nsf(
         rezero: ReZero spline couplings (coupling only): a learned gate from 0 scales each
             conditioner's output (:class:`~.splines.SplineCoupling`), the conditioners keep
             PyTorch's default initialization.
+        conditioner: the couplings' conditioner (coupling only, a key of ``NSF_CONDITIONERS``):
+            ``"mlp"`` (vectors: :class:`~.nets.CouplingMLP`; images: conv nets) or ``"resnet"``
+            (:class:`~.nets.CouplingResNet` of ``num_blocks`` residual blocks of width ``hidden``,
+            nflows' ``ResidualNet`` as normflows' ``CoupledRationalQuadraticSpline`` uses it;
+            images are flattened, as in the autoregressive form).
+        num_blocks: residual blocks of ``conditioner="resnet"``.
 
     Example:
         >>> model = nsf((2,), num_steps=2, hidden=16, transform="autoregressive", bins=4)
@@ -653,7 +669,15 @@ def nsf(
         raise ValueError(f"unknown nsf transform {transform!r} (--transform); known: {', '.join(NSF_TRANSFORMS)}")
     shape = _sizes(event_shape)
     params = spline_params_per_dim(check_int("bins (--bins)", bins, minimum=2))
-    image = len(shape) == 3 and transform == "coupling"
+    if conditioner not in NSF_CONDITIONERS:
+        known = ", ".join(NSF_CONDITIONERS)
+        raise ValueError(f"unknown nsf conditioner {conditioner!r} (--conditioner); known: {known}")
+    if conditioner != "mlp" and transform != "coupling":
+        raise ValueError(f"conditioner={conditioner!r} applies to nsf's couplings (transform='coupling') only")
+    if conditioner == "resnet" and hidden_dims is not None:
+        raise ValueError("hidden_dims applies to conditioner='mlp'; the resnet's blocks are `hidden` wide (num_blocks)")
+    build_net = NSF_CONDITIONERS[conditioner]
+    image = len(shape) == 3 and transform == "coupling" and conditioner == "mlp"
     if hidden_dims is not None and image:
         raise ValueError("hidden_dims applies to vector conditioners; image couplings have `hidden` conv channels")
     widths = (hidden, hidden) if hidden_dims is None else check_dims("hidden_dims", hidden_dims)
@@ -668,7 +692,7 @@ def nsf(
                 return [
                     SplineCoupling(
                         alternating_mask(dim, k % 2),
-                        CouplingMLP(dim, dim * params, hidden, context_dim, widths, zero_init=not rezero),
+                        build_net(dim, dim * params, hidden, context_dim, widths, num_blocks, not rezero),
                         bins,
                         tail_bound,
                         rezero=rezero,

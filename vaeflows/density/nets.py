@@ -16,9 +16,10 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from vaeflows.checks import check_int
 from vaeflows.nn import MLP
 
-__all__ = ["CouplingMLP", "CouplingCNN", "ZeroConv"]
+__all__ = ["CouplingMLP", "CouplingResNet", "CouplingCNN", "ZeroConv"]
 
 
 def _zero_last(layer: nn.Module) -> None:
@@ -59,6 +60,64 @@ class CouplingMLP(nn.Module):
         if context is not None:
             x = torch.cat([x, context.expand(*x.shape[:-1], context.shape[-1])], dim=-1)
         return self.mlp(x)
+
+
+class CouplingResNet(nn.Module):
+    """``(..., D)`` (and context ``(..., K)``) -> ``(..., out_dim)``: nflows' ``ResidualNet`` (the
+    conditioner of normflows' spline couplings), without dropout or batch norm::
+
+        h_0 = W_0 [x, c],    h_b = h_{b-1} + W_b2 relu(W_b1 relu(h_{b-1})),    out = W_out h_B
+
+    ``num_blocks`` residual blocks of width ``hidden``; each block's second layer starts at
+    ``U(-1e-3, 1e-3)`` (nflows' ``zero_initialization``), so every block starts near the identity.
+    One difference from nflows: a context is appended to the input (as :class:`CouplingMLP`), where
+    nflows also gates each block's output with a GLU of the context.
+
+    Args:
+        dim: ``D``.
+        out_dim: output size.
+        hidden: the blocks' width.
+        context_dim: ``K``, or ``None``.
+        num_blocks: residual blocks, ``>= 1`` (nflows' default 2).
+        zero_init: start with a zero last layer (the coupling starts as the identity); ``False``
+            keeps PyTorch's default initialization, as nflows.
+
+    Example:
+        >>> net = CouplingResNet(4, 6, 8, num_blocks=2)
+        >>> net(torch.randn(3, 4)).abs().max().item()  # a zero last layer
+        0.0
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        hidden: int,
+        context_dim: Optional[int] = None,
+        num_blocks: int = 2,
+        zero_init: bool = True,
+    ) -> None:
+        super().__init__()
+        num_blocks = check_int("num_blocks (--num-blocks)", num_blocks, minimum=1)
+        self.initial = nn.Linear(dim + (context_dim or 0), hidden)
+        blocks = []
+        for _ in range(num_blocks):
+            last = nn.Linear(hidden, hidden)
+            for parameter in last.parameters():
+                nn.init.uniform_(parameter, -1e-3, 1e-3)
+            blocks.append(nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), last))
+        self.blocks = nn.ModuleList(blocks)
+        self.final = nn.Linear(hidden, out_dim)
+        if zero_init:
+            _zero_last(self.final)
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if context is not None:
+            x = torch.cat([x, context.expand(*x.shape[:-1], context.shape[-1])], dim=-1)
+        h = self.initial(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.final(h)
 
 
 class CouplingCNN(nn.Module):
