@@ -181,6 +181,14 @@ DENSITY_ROWS = {
     ),
     "transform-default": (["--flow", "nsf"], lambda c, m: sum(isinstance(x, SplineCoupling) for x in m.modules()) == 4),
     "bins": (["--flow", "nsf", "--bins", "5"], lambda c, m: {x.bins for x in spline_layers(m)} == {5}),
+    "conditioner": (
+        ["--flow", "nsf", "--conditioner", "resnet", "--num-blocks", "3"],
+        lambda c, m: [len(x.net.blocks) for x in spline_layers(m)] == [3] * 4,
+    ),
+    "num-blocks": (
+        ["--flow", "nsf", "--conditioner", "resnet", "--num-blocks", "1"],
+        lambda c, m: [len(x.net.blocks) for x in spline_layers(m)] == [1] * 4,
+    ),
     "tail-bound": (
         ["--flow", "nsf", "--tail-bound", "2.5"],
         lambda c, m: {x.tail_bound for x in spline_layers(m)} == {2.5},

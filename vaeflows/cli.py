@@ -54,6 +54,8 @@ DENSITY_TRAIN_OPTIONS = {
     "transform": ("transform", {"nsf"}),
     "bins": ("bins", {"nsf"}),
     "tail_bound": ("tail_bound", {"nsf"}),
+    "conditioner": ("conditioner", {"nsf"}),
+    "num_blocks": ("num_blocks", {"nsf"}),
     **FFJORD_OPTIONS,
 }
 ENERGY_OPTIONS = {"bins": ("count_bins", SPLINE_FLOWS), "tail_bound": ("bound", SPLINE_FLOWS)}
@@ -228,6 +230,7 @@ def _add_density_commands(commands) -> None:
         DEQUANTIZERS,
         ENERGIES,
         INTEGER_FLOWS,
+        NSF_CONDITIONERS,
         NSF_TRANSFORMS,
     )
     from vaeflows.density.matching import check_sigma_min
@@ -273,6 +276,12 @@ def _add_density_commands(commands) -> None:
         choices=list(NSF_TRANSFORMS),
         help="nsf: spline coupling (default) or autoregressive (MADE) steps",
     )
+    train.add_argument(
+        "--conditioner",
+        choices=list(NSF_CONDITIONERS),
+        help="nsf couplings' conditioner: mlp (default) or resnet (nflows' ResidualNet, normflows' layout)",
+    )
+    train.add_argument("--num-blocks", type=POSITIVE_INT, help="nsf --conditioner resnet: residual blocks (default 2)")
     train.add_argument("--base", choices=list(BASES), default="normal", help="base distribution (default normal)")
     train.add_argument("--base-components", type=POSITIVE_INT, help="components of --base mixture (default 8)")
     train.add_argument(
