@@ -189,6 +189,10 @@ DENSITY_ROWS = {
         ["--flow", "nsf", "--conditioner", "resnet", "--num-blocks", "1"],
         lambda c, m: [len(x.net.blocks) for x in spline_layers(m)] == [1] * 4,
     ),
+    "unconditional": (
+        ["--flow", "nsf", "--unconditional"],
+        lambda c, m: [x.unconditional for x in spline_layers(m)] == [True] * 4,
+    ),
     "tail-bound": (
         ["--flow", "nsf", "--tail-bound", "2.5"],
         lambda c, m: {x.tail_bound for x in spline_layers(m)} == {2.5},

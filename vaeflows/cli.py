@@ -56,6 +56,7 @@ DENSITY_TRAIN_OPTIONS = {
     "tail_bound": ("tail_bound", {"nsf"}),
     "conditioner": ("conditioner", {"nsf"}),
     "num_blocks": ("num_blocks", {"nsf"}),
+    "unconditional": ("unconditional", {"nsf"}),
     **FFJORD_OPTIONS,
 }
 ENERGY_OPTIONS = {"bins": ("count_bins", SPLINE_FLOWS), "tail_bound": ("bound", SPLINE_FLOWS)}
@@ -282,6 +283,12 @@ def _add_density_commands(commands) -> None:
         help="nsf couplings' conditioner: mlp (default) or resnet (nflows' ResidualNet, normflows' layout)",
     )
     train.add_argument("--num-blocks", type=POSITIVE_INT, help="nsf --conditioner resnet: residual blocks (default 2)")
+    train.add_argument(
+        "--unconditional",
+        action="store_true",
+        default=None,
+        help="nsf couplings: also spline the conditioning half with unconditional bins (normflows' layout)",
+    )
     train.add_argument("--base", choices=list(BASES), default="normal", help="base distribution (default normal)")
     train.add_argument("--base-components", type=POSITIVE_INT, help="components of --base mixture (default 8)")
     train.add_argument(

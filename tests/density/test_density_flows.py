@@ -19,7 +19,8 @@ from vaeflows.density import DENSITY_FLOWS, ActNorm, FlowDensity, density_flow
 #: Variants of a registry flow that run through the same generic tests: name -> (flow, options).
 VARIANTS = {
     "nsf-autoregressive": ("nsf", {"transform": "autoregressive"}),
-    "nsf-resnet": ("nsf", {"conditioner": "resnet", "num_blocks": 2}),
+    "nsf-resnet": ("nsf", {"conditioner": "resnet", "num_blocks": 2, "unconditional": True}),
+    "nsf-unconditional": ("nsf", {"unconditional": True}),
 }
 NAMES = list(DENSITY_FLOWS) + list(VARIANTS)
 SHAPES = {"vector": (3,), "image": (2, 4, 4)}

@@ -613,6 +613,7 @@ def nsf(
     rezero: bool = False,
     conditioner: str = "mlp",
     num_blocks: int = 2,
+    unconditional: bool = False,
 ) -> FlowDensity:
     """Neural spline flow: monotonic rational-quadratic spline steps, coupling or autoregressive.
 
@@ -655,6 +656,9 @@ def nsf(
             nflows' ``ResidualNet`` as normflows' ``CoupledRationalQuadraticSpline`` uses it;
             images are flattened, as in the autoregressive form).
         num_blocks: residual blocks of ``conditioner="resnet"``.
+        unconditional: couplings also spline their conditioning part with learned unconditional
+            bins (:class:`~.splines.SplineCoupling`; nflows' and normflows' layout), so every
+            element is transformed in every step.
 
     Example:
         >>> model = nsf((2,), num_steps=2, hidden=16, transform="autoregressive", bins=4)
@@ -676,6 +680,8 @@ def nsf(
         raise ValueError(f"conditioner={conditioner!r} applies to nsf's couplings (transform='coupling') only")
     if conditioner == "resnet" and hidden_dims is not None:
         raise ValueError("hidden_dims applies to conditioner='mlp'; the resnet's blocks are `hidden` wide (num_blocks)")
+    if unconditional and transform != "coupling":
+        raise ValueError("unconditional applies to nsf's couplings (transform='coupling') only")
     build_net = NSF_CONDITIONERS[conditioner]
     image = len(shape) == 3 and transform == "coupling" and conditioner == "mlp"
     if hidden_dims is not None and image:
@@ -696,6 +702,7 @@ def nsf(
                         bins,
                         tail_bound,
                         rezero=rezero,
+                        unconditional=unconditional,
                     )
                     for k in range(num_steps)
                 ]
@@ -717,7 +724,7 @@ def nsf(
     def coupling(mask: torch.Tensor) -> Bijection:
         c = mask.shape[0]
         net = CouplingCNN(c, c * params, hidden, context_dim, zero_init=not rezero)
-        return SplineCoupling(mask, net, bins, tail_bound, rezero=rezero)
+        return SplineCoupling(mask, net, bins, tail_bound, rezero=rezero, unconditional=unconditional)
 
     flow = FlowSequence([_multiscale(shape, levels, num_steps, coupling), Logit(3, alpha)])
     return FlowDensity(flow, shape, context_dim=context_dim, name="nsf", unit_interval=True)

@@ -107,6 +107,10 @@ class SplineCoupling(Bijection):
             the raw parameters, ``theta = alpha * net(m * z, context)``, so the layer starts as the
             identity whatever the net's initialization (pair it with a net that is not
             zero-initialized; with both at zero no gradient reaches either).
+        unconditional: also transform the conditioning part by splines of their own learned
+            parameters, ``z = m * spline(x; phi) + (1 - m) * spline(x; theta(m * x))`` (nflows'
+            ``apply_unconditional_transform``, as normflows' spline coupling; ``phi`` starts at 0,
+            the identity); the net still sees the untransformed ``m * x``.
 
     Example:
         >>> from vaeflows.density.layers import channel_mask
@@ -127,6 +131,7 @@ class SplineCoupling(Bijection):
         tail_bound: float = 3.0,
         bin_scale: float = 1.0,
         rezero: bool = False,
+        unconditional: bool = False,
     ):
         super().__init__(mask.dim())
         self.bins, self.tail_bound = _check(bins, tail_bound)
@@ -136,16 +141,26 @@ class SplineCoupling(Bijection):
         self.rezero = rezero
         if rezero:
             self.alpha = nn.Parameter(torch.zeros(()))
+        self.unconditional = unconditional
+        if unconditional:  # the conditioning part's own raw spline parameters, per element
+            self.phi = nn.Parameter(torch.zeros(*mask.shape, spline_params_per_dim(self.bins)))
 
     def _couple(self, v: Tensor, context: Optional[Tensor], data_side: bool) -> Pair:
         n = self.event_ndim
-        raw = self.net(v * self.mask, context)
+        kept, kept_ladj = v, None
+        if self.unconditional:
+            kept, kept_ladj = _spline(v, _split_raw(self.phi, self.bins), self.tail_bound, self.bin_scale, data_side)
+        # The net sees the data's conditioning part: v itself on the data side, else its inverse spline.
+        raw = self.net((v if data_side else kept) * self.mask, context)
         if self.rezero:
             raw = self.alpha * raw
         # (..., E0 * P, *rest) -> (..., E0, *rest, P): the parameters of each element last.
         raw = raw.unflatten(-n, (self.mask.shape[0], spline_params_per_dim(self.bins))).movedim(-n, -1)
         out, ladj = _spline(v, _split_raw(raw, self.bins), self.tail_bound, self.bin_scale, data_side)
         free = 1 - self.mask
+        if kept_ladj is not None:
+            ladj = ladj * free + kept_ladj * self.mask
+            return kept * self.mask + out * free, sum_event(ladj, n)
         return v * self.mask + out * free, sum_event(ladj * free, n)
 
     def forward_and_ladj(self, z: Tensor, context: Optional[Tensor] = None) -> Pair:
