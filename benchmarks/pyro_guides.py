@@ -201,6 +201,21 @@ def guide_specs(with_zuko: bool = True) -> List[GuideSpec]:
         label = "" if base == "diagonal" else ", full base"
         build = _auto_flow("iaf", base, init_scale=1.0, **relu)
         specs.append(GuideSpec(f"AutoFlow iaf affine relu{label}, init_scale 1", "vaeflows", build))
+    # the spline flows (their conditioners 3D+1 wide in AutoFlow): a base as wide as their bins
+    # (init_scale 1: N(0, I) against the tail bound 3), and zero_init (every spline the identity)
+    for flow in ("spline-autoregressive", "spline-coupling"):
+        specs.append(
+            GuideSpec(f"AutoFlow {flow}, init_scale 1", "vaeflows", _auto_flow(flow, "diagonal", init_scale=1.0))
+        )
+        zero = {"zero_init": True}
+        for base, label, scale in (
+            ("diagonal", "", 1.0),
+            ("standard", ", standard base", None),
+            ("full", ", full base", 1.0),
+        ):
+            options = dict(zero, **({"init_scale": scale} if scale else {}))
+            suffix = f"{label}, init_scale 1" if scale else label
+            specs.append(GuideSpec(f"AutoFlow {flow} zero{suffix}", "vaeflows", _auto_flow(flow, base, **options)))
     return specs
 
 

@@ -271,3 +271,14 @@ def test_save_and_load(name):
 def test_bad_arguments_get_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AutoFlow(model, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["spline-autoregressive", "spline-coupling"])
+def test_global_spline_conditioners_are_autoiafnormal_wide_the_amortized_keep_theirs(name):
+    guide = AutoFlow(model, name, num_flows=2)
+    guide()
+    dim = guide.latent_dim
+    widths = {m.out_features for m in guide.flow.modules() if isinstance(m, torch.nn.Linear)}
+    assert 3 * dim + 1 in widths and 320 not in widths
+    amortized = POSTERIOR_FLOWS[name](dim, 2, context_dim=4)
+    assert 320 in {m.out_features for m in amortized.modules() if isinstance(m, torch.nn.Linear)}

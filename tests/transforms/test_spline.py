@@ -162,3 +162,20 @@ def test_slope_is_continuous_at_the_bound(implementation):
 def test_pyros_rational_quadratic_autoregressive_spline_runs():
     transform = T.spline_autoregressive(4, hidden_dims=[16], count_bins=K, bound=B, order="quadratic")
     transform(torch.randn(3, 4))
+
+
+@pytest.mark.parametrize("name", ["spline-autoregressive", "spline-coupling"])
+def test_zero_init_starts_every_global_step_as_the_identity_and_trains(name):
+    flow = posterior_flow(name, 3, 2, hidden_dims=(7,), zero_init=True).double()
+    z = 2 * B * torch.randn(5, 3, dtype=torch.float64)
+    y = flow(z)
+    torch.testing.assert_close(y, z, rtol=0, atol=1e-12)  # the identity spline, to rounding
+    torch.testing.assert_close(flow.log_abs_det_jacobian(z, y), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-12)
+    loss = (flow(z) - 1.0).square().sum()
+    loss.backward()  # the zeroed output layers get gradients: the flow leaves the identity
+    grads = [p.grad for p in flow.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert grads
+    default = posterior_flow(name, 3, 2, hidden_dims=(7,))
+    assert not torch.equal(default(z.float()), z.float())  # off by default: the flows' map is unchanged
+    with pytest.raises(ValueError, match="zero_init must be True or False"):
+        posterior_flow(name, 3, 2, zero_init=1)

@@ -59,6 +59,11 @@ from ..transforms import POSTERIOR_FLOWS, posterior_flow
 
 __all__ = ["AutoFlow", "LowRankAffine", "BASES"]
 
+#: Flows whose conditioners default to one hidden layer of ``3 D + 1`` units in :class:`AutoFlow`
+#: (``AutoIAFNormal``'s width), not the amortized default ``(320, 320)``: a global guide of a few
+#: latents needs no 200k-parameter conditioner (the splines' had 220k-360k for ``D = 2-11``).
+GLOBAL_WIDTH_FLOWS = ("iaf", "spline-autoregressive", "spline-coupling")
+
 #: The bases of :class:`AutoFlow`: three learned affine layers, or none (``"standard"``).
 BASES = ("diagonal", "full", "lowrank", "standard")
 
@@ -156,8 +161,8 @@ class AutoFlow(AutoContinuous):
         init_loc_fn: per-site initialization of ``loc`` (Pyro's ``init_to_*``).
         init_scale: initial ``scale`` of the affine layer, as ``AutoDiagonalNormal``'s.
         **flow_options: options of the flow (see :func:`~vaeflows.transforms.posterior_flow`);
-            ``iaf`` defaults to one hidden layer of ``3 D + 1`` units, the width of Pyro's
-            ``AutoIAFNormal``.
+            ``iaf``, ``spline-autoregressive`` and ``spline-coupling`` default to one hidden
+            layer of ``3 D + 1`` units, the width of Pyro's ``AutoIAFNormal``.
 
     Raises:
         ValueError: for an unknown flow or base, ``num_flows < 1``, a bad ``rank`` or
@@ -232,7 +237,7 @@ class AutoFlow(AutoContinuous):
         self.flow = None
         if self._flow_name is not None:
             options = dict(self._flow_options)
-            if self._flow_name == "iaf":
+            if self._flow_name in GLOBAL_WIDTH_FLOWS:
                 options.setdefault("hidden_dims", (3 * dim + 1,))
             flow = posterior_flow(self._flow_name, dim, self._num_flows, **options)
             self.flow = flow.to(dtype=self.loc.dtype, device=self.loc.device)

@@ -217,7 +217,8 @@ def posterior_flow(
             each ``>= D``, default ``(320, 320)``), ``count_bins`` (default 8), ``bound`` (tail
             bound ``B``, default 3), ``reverse_order``; for ``spline-coupling``: ``hidden_dims``
             (conditioner MLP widths, default ``(320, 320)``), ``count_bins``, ``bound`` (see
-            :class:`AmortizedSplineCoupling`); for ``cc-liaf``: ``num_matrices`` (``J``, default 5)
+            :class:`AmortizedSplineCoupling`); global splines also ``zero_init`` (every step
+            the identity at the start); for ``cc-liaf``: ``num_matrices`` (``J``, default 5)
             and, amortized, ``hypernet_dims`` (see :class:`AmortizedCCLinearIAF`).
             ``flow.log_det_kind`` says whether the log-det is exact, exact up to an ODE
             tolerance, or estimated.

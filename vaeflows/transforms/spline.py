@@ -70,6 +70,7 @@ from vaeflows.checks import check_dims, check_int, check_real
 from vaeflows.nn.mlp import MLP
 
 from .base import AmortizedFlow, CachedLadjTransform, GlobalFlow
+from .iaf import _zero_outputs
 
 __all__ = [
     "rational_quadratic_spline",
@@ -346,6 +347,8 @@ class GlobalSplineAutoregressive(GlobalFlow):
         count_bins: spline bins ``K >= 2``.
         bound: tail bound ``B > 0``.
         reverse_order: reverse the autoregressive order every other step.
+        zero_init: zero the MADEs' output layers, so that every step starts as the identity
+            (all-zero raw parameters are the identity spline).
 
     Example:
         >>> flow = GlobalSplineAutoregressive(3, 2, hidden_dims=(8,))
@@ -362,11 +365,14 @@ class GlobalSplineAutoregressive(GlobalFlow):
         count_bins: int = 8,
         bound: float = 3.0,
         reverse_order: bool = True,
+        zero_init: bool = False,
     ) -> None:
         super().__init__("spline-autoregressive", latent_dim, num_flows, invertible=True)
         self.count_bins, self.bound = _check_spline_options(count_bins, bound)
         self.mades = _spline_mades(latent_dim, num_flows, 0, hidden_dims, self.count_bins, reverse_order)
         self.bin_scale = _bin_scale(hidden_dims)
+        if _check_zero_init(zero_init):
+            _zero_outputs(self.mades)
 
     def steps(self) -> List[Transform]:
         return [
@@ -475,6 +481,21 @@ def _coupling_nets(
     return nn.ModuleList(nets)
 
 
+def _zero_coupling_outputs(nets: nn.ModuleList) -> None:
+    """Zero each conditioner's output layer (or its learned raw parameters): every spline the identity."""
+    with torch.no_grad():
+        for net in nets:
+            linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+            for param in linears[-1].parameters() if linears else net.parameters():
+                param.zero_()
+
+
+def _check_zero_init(zero_init: bool) -> bool:
+    if not isinstance(zero_init, bool):
+        raise ValueError(f"spline: zero_init must be True or False, got {zero_init!r}")
+    return zero_init
+
+
 class AmortizedSplineCoupling(AmortizedFlow):
     """Spline coupling flow whose conditioners also take the context (encoder features).
 
@@ -537,6 +558,7 @@ class GlobalSplineCoupling(GlobalFlow):
         hidden_dims: the MLPs' hidden widths (``()``: one linear map).
         count_bins: spline bins ``K >= 2``.
         bound: tail bound ``B > 0``.
+        zero_init: zero the conditioners' output layers, so that every step starts as the identity.
 
     Example:
         >>> flow = GlobalSplineCoupling(2, 4, hidden_dims=(8,))
@@ -552,11 +574,14 @@ class GlobalSplineCoupling(GlobalFlow):
         hidden_dims: Sequence[int] = (320, 320),
         count_bins: int = 8,
         bound: float = 3.0,
+        zero_init: bool = False,
     ) -> None:
         super().__init__("spline-coupling", latent_dim, num_flows, invertible=True)
         self.count_bins, self.bound = _check_spline_options(count_bins, bound)
         self.nets = _coupling_nets(latent_dim, num_flows, 0, hidden_dims, self.count_bins)
         self.bin_scale = _bin_scale(hidden_dims)
+        if _check_zero_init(zero_init):
+            _zero_coupling_outputs(self.nets)
 
     def steps(self) -> List[Transform]:
         return [
