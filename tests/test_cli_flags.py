@@ -211,6 +211,10 @@ DENSITY_ROWS = {
             {(b.solve_options["method"], b.solve_options["solver_steps"]) for b in cnf_blocks(m)} == {("rk4", 3)}
         ),
     ),
+    "field": (
+        ["--flow", "ffjord", "--num-steps", "1", "--dataset", "mnist", "--field", "conv"],
+        lambda c, m: {type(b.net).__name__ for b in cnf_blocks(m)} == {"ConvODENet"},
+    ),
     "learn-time": ([*FFJORD, "--learn-time"], lambda c, m: all(b.time.learn for b in cnf_blocks(m))),
     "learn-time-default": (FFJORD, lambda c, m: not any(b.time.learn for b in cnf_blocks(m))),
     "num-train": (["--num-train", "500"], lambda c, m: c["num_train"] == 500),
@@ -261,7 +265,7 @@ DENSITY_ROWS = {
 @pytest.mark.parametrize("flags, check", DENSITY_ROWS.values(), ids=DENSITY_ROWS.keys())
 def test_density_train_flag(monkeypatch, tmp_path, flags, check):
     call = recorded(monkeypatch, density, "train_density", [*DENSITY, tmp_path / "run", *flags])
-    shape = (1, 8, 8) if "num_levels" in call["options"] else (2,)
+    shape = (1, 8, 8) if "num_levels" in call["options"] or call["options"].get("field") == "conv" else (2,)
     assert check(call, density_flow(call["flow"], shape, **call["options"])), call
     assert not (tmp_path / "run").exists()
 

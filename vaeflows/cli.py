@@ -56,6 +56,7 @@ DENSITY_TRAIN_OPTIONS = {
     "tail_bound": ("tail_bound", {"nsf"}),
     "conditioner": ("conditioner", {"nsf"}),
     "num_blocks": ("num_blocks", {"nsf"}),
+    "field": ("field", {"ffjord"}),
     "unconditional": ("unconditional", {"nsf"}),
     **FFJORD_OPTIONS,
 }
@@ -230,6 +231,7 @@ def _add_density_commands(commands) -> None:
         DENSITY_OBJECTIVES,
         DEQUANTIZERS,
         ENERGIES,
+        FFJORD_FIELDS,
         INTEGER_FLOWS,
         NSF_CONDITIONERS,
         NSF_TRANSFORMS,
@@ -288,6 +290,11 @@ def _add_density_commands(commands) -> None:
         action="store_true",
         default=None,
         help="nsf couplings: also spline the conditioning half with unconditional bins (normflows' layout)",
+    )
+    train.add_argument(
+        "--field",
+        choices=list(FFJORD_FIELDS),
+        help="ffjord's vector field: mlp (default; images flattened) or conv (3x3 convolutions, images only)",
     )
     train.add_argument("--base", choices=list(BASES), default="normal", help="base distribution (default normal)")
     train.add_argument("--base-components", type=POSITIVE_INT, help="components of --base mixture (default 8)")

@@ -29,6 +29,7 @@ from .dequantization import (
 from .energy import EnergyFit, fit_energy, log_partition_on_box
 from .flows import (
     DENSITY_FLOWS,
+    FFJORD_FIELDS,
     NSF_CONDITIONERS,
     NSF_TRANSFORMS,
     FlowDensity,
@@ -94,6 +95,7 @@ __all__ = [
     "nsf",
     "NSF_TRANSFORMS",
     "NSF_CONDITIONERS",
+    "FFJORD_FIELDS",
     "BASES",
     "Base",
     "StandardNormalBase",

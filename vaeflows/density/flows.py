@@ -64,6 +64,7 @@ __all__ = [
     "nsf",
     "NSF_TRANSFORMS",
     "NSF_CONDITIONERS",
+    "FFJORD_FIELDS",
     "standard_normal_log_prob",
 ]
 
@@ -525,6 +526,10 @@ def residual(
     return _vector_model("residual", event_shape, layers, context_dim)
 
 
+#: The vector fields of :func:`ffjord`: dense layers on the flattened state, or 3x3 convolutions on images.
+FFJORD_FIELDS = ("mlp", "conv")
+
+
 def ffjord(
     event_shape: Sequence[int],
     num_steps: int = 1,
@@ -532,22 +537,26 @@ def ffjord(
     context_dim: Optional[int] = None,
     trace: str = "hutchinson",
     eval_trace: Optional[str] = None,
+    field: str = "mlp",
     **options,
 ) -> FlowDensity:
     """FFJORD: ``num_steps`` continuous normalizing flow blocks, each ``dz/dt = f(z, t)`` on ``[0, T]``.
 
     Direction: noise to data. Each ``f`` has two hidden layers of ``hidden`` tanh units taking
-    ``[z, t]`` (and the context) at every layer; dopri5, ``rtol = atol = 1e-5`` by default;
-    images are flattened. Needs torchdiffeq (``pip install 'vaeflows[cnf]'``). See
-    :class:`~.freeform.CNFBlock`.
+    ``[z, t]`` (and the context) at every layer: dense layers (``field="mlp"``, images flattened)
+    or, on images, 3x3 convolutions of ``hidden`` channels with ``t`` and the context as constant
+    channels (``field="conv"``, FFJORD's image field,
+    :class:`~vaeflows.transforms.ffjord.ConvODENet`); dopri5, ``rtol = atol = 1e-5`` by default.
+    Needs torchdiffeq (``pip install 'vaeflows[cnf]'``). See :class:`~.freeform.CNFBlock`.
 
     Args:
-        event_shape: ``(D,)`` or ``(C, H, W)`` (flattened).
+        event_shape: ``(D,)`` or ``(C, H, W)`` (the state is flattened either way).
         num_steps: CNF blocks (FFJORD's 2-D experiments: 1).
-        hidden: width of each ``f``.
+        hidden: width (``mlp``) or channels (``conv``) of each ``f``.
         context_dim: context size for a conditional model.
         trace: ``"hutchinson"`` (default) or ``"exact"`` in training.
         eval_trace: the trace in eval mode (default exact for ``D <= 16``).
+        field: a key of :data:`FFJORD_FIELDS`: ``"mlp"`` (default) or ``"conv"`` (images only).
         **options: ``activation``, ``time_length``, ``method``, ``rtol``, ``atol``, ``adjoint``,
             ``solver_options``, ``solver_steps`` (fixed-grid ``method="rk4"``, ``"euler"`` or
             ``"midpoint"``), RNODE's ``kinetic_weight`` and ``jacobian_weight`` (added to the
@@ -555,9 +564,21 @@ def ffjord(
             (:class:`~.freeform.CNFBlock`).
     """
     _check_sizes(num_steps, hidden)
+    if field not in FFJORD_FIELDS:
+        raise ValueError(f"unknown field {field!r}; known: {', '.join(FFJORD_FIELDS)}")
+    image_shape = None
+    if field == "conv":
+        if len(event_shape) != 3:
+            raise ValueError(
+                f"field='conv' needs images (C, H, W), got event_shape {tuple(event_shape)}: use field='mlp' on vectors"
+            )
+        image_shape = tuple(event_shape)
 
     def layers(dim: int) -> List[Bijection]:
-        return [CNFBlock(dim, (hidden, hidden), context_dim, trace, eval_trace, **options) for _ in range(num_steps)]
+        return [
+            CNFBlock(dim, (hidden, hidden), context_dim, trace, eval_trace, image_shape=image_shape, **options)
+            for _ in range(num_steps)
+        ]
 
     return _vector_model("ffjord", event_shape, layers, context_dim)
 

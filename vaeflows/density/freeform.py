@@ -2,7 +2,8 @@
 
 Both reuse the posterior flows' maths (:mod:`vaeflows.transforms.residual`,
 :mod:`vaeflows.transforms.ffjord`) as :class:`~.layers.Bijection` layers on vectors ``(D,)``
-(images are flattened by the builders: no multi-scale convolutional versions here).
+(images are flattened by the builders: no multi-scale versions here; FFJORD's field can be
+convolutional on the flattened image, ``image_shape``).
 
 * :class:`ResidualBlock`: as in i-ResNet and Residual Flows, the residual map runs **data to
   noise**, ``z = x + g(x)``, so that ``log p(x)`` needs no inverse; the noise-to-data direction
@@ -27,7 +28,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import math
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -35,8 +37,10 @@ from vaeflows.transforms.base import with_defaults
 from vaeflows.transforms.ffjord import (
     SOLVE_DEFAULTS,
     TRACE_MODES,
+    ConvODENet,
     IntegrationTime,
     ODENet,
+    VectorField,
     check_grid,
     check_rnode,
     check_solver,
@@ -130,6 +134,10 @@ class CNFBlock(Bijection):
         kinetic_weight: RNODE's weight of ``integral ||f||^2 dt`` (0: off).
         jacobian_weight: RNODE's weight of ``integral ||df/dz||_F^2 dt`` (0: off).
         learn_time: learn ``T = softplus(raw)``.
+        image_shape: ``(C, H, W)`` with ``D = C H W``: the field is
+            :class:`~vaeflows.transforms.ffjord.ConvODENet` (3x3 convolutions of ``hidden_dims``
+            channels) on the state seen as an image; ``None`` (default): the MLP
+            :class:`~vaeflows.transforms.ffjord.ODENet`.
         **solve_options: ``method``, ``rtol``, ``atol``, ``adjoint``, ``solver_options``,
             ``solver_steps`` (equal steps of a fixed-grid ``method``: ``"euler"``, ``"midpoint"``,
             ``"rk4"``; the adaptive default is exact up to its tolerance) of
@@ -153,6 +161,7 @@ class CNFBlock(Bijection):
         kinetic_weight: float = 0.0,
         jacobian_weight: float = 0.0,
         learn_time: bool = False,
+        image_shape: Optional[Sequence[int]] = None,
         **solve_options,
     ) -> None:
         super().__init__(1)
@@ -168,7 +177,13 @@ class CNFBlock(Bijection):
             self.solve_options["method"], self.solve_options["solver_steps"], self.solve_options["solver_options"]
         )
         check_rnode(kinetic_weight, jacobian_weight)
-        self.net = ODENet(dim, hidden_dims, context_dim, activation)
+        self.net: VectorField
+        if image_shape is None:
+            self.net = ODENet(dim, hidden_dims, context_dim, activation)
+        elif math.prod(image_shape) != dim:
+            raise ValueError(f"image_shape {tuple(image_shape)} has {math.prod(image_shape)} elements, not D = {dim}")
+        else:
+            self.net = ConvODENet(image_shape, hidden_dims, context_dim, activation)
         self.time = IntegrationTime(time_length, learn_time)
         self.weights = dict(kinetic_weight=kinetic_weight, jacobian_weight=jacobian_weight)
 

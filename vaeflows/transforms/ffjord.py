@@ -76,6 +76,7 @@ from .residual import exact_jacobian
 __all__ = [
     "TRACE_MODES",
     "ODENet",
+    "ConvODENet",
     "CNFStep",
     "AmortizedFFJORD",
     "GlobalFFJORD",
@@ -206,6 +207,15 @@ class IntegrationTime(nn.Module):
         return f"time_length={self.time_length}, learn={self.learn}"
 
 
+def _time_and_context(t: Tensor, z: Tensor, context: Optional[Tensor]) -> Tensor:
+    """``[t, h]`` of a field's every layer, ``z.shape[:-1] + (1 + K,)``."""
+    lead = z.shape[:-1]
+    inputs = [t.to(z).expand(*lead, 1)]
+    if context is not None:
+        inputs.append(context.expand(*lead, context.shape[-1]))
+    return torch.cat(inputs, dim=-1)
+
+
 class ODENet(nn.Module):
     """The vector field ``f(z, t[, h])``, ``(..., D) -> (..., D)``: an MLP whose every layer takes
     ``[x, t, h]`` (FFJORD's concat layers).
@@ -236,17 +246,74 @@ class ODENet(nn.Module):
         self.penalty: Optional[Tensor] = None  # the last training solve's RNODE penalty
 
     def forward(self, t: Tensor, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        lead = z.shape[:-1]
-        inputs = [t.to(z).expand(*lead, 1)]
-        if context is not None:
-            inputs.append(context.expand(*lead, context.shape[-1]))
-        extra = torch.cat(inputs, dim=-1)
+        extra = _time_and_context(t, z, context)
         x = z
         for k, layer in enumerate(self.layers):
             x = layer(torch.cat([x, extra], dim=-1))
             if k < len(self.activations):
                 x = self.activations[k](x)
         return x
+
+
+class ConvODENet(nn.Module):
+    """The vector field ``f(z, t[, h])`` on images, ``(..., C H W) -> (..., C H W)``: 3x3
+    convolutions whose every layer takes the image, a constant channel ``t`` and one constant
+    channel per context entry (FFJORD's ``ConcatConv2d`` field of its image models)::
+
+        x_0 = z as (C, H, W),   x_l = act(conv_l([x_{l-1}, t, h])),   f = conv_L([x_{L-1}, t, h])
+
+    It takes and returns the flattened state, as :class:`ODENet`, so the solver, both traces, the
+    RNODE regularizers and flow matching use it unchanged; the padded 3x3 convolutions keep
+    ``H x W`` and make ``f`` local (each output pixel sees a ``(2L+1)^2`` neighbourhood).
+
+    Args:
+        shape: ``(C, H, W)``.
+        hidden_channels: channels of the hidden convolutions.
+        context_dim: size of the context, or ``None``.
+        activation: ``"tanh"`` (default), ``"softplus"`` (FFJORD's on MNIST) or ``"elu"``.
+
+    Example:
+        >>> net = ConvODENet((1, 4, 4), (8, 8))
+        >>> net(torch.tensor(0.5), torch.randn(3, 16)).shape
+        torch.Size([3, 16])
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        hidden_channels: Sequence[int] = (64, 64),
+        context_dim: Optional[int] = None,
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if len(shape) != 3:
+            raise ValueError(f"ConvODENet needs an image shape (C, H, W), got {tuple(shape)}")
+        self.shape = tuple(check_dims("shape", shape))
+        extra = 1 + (context_dim or 0)
+        sizes = [self.shape[0], *check_dims("hidden_channels", hidden_channels, allow_empty=True), self.shape[0]]
+        self.layers = nn.ModuleList(
+            nn.Conv2d(n_in + extra, n_out, 3, padding=1) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        )
+        self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden_channels)
+        self.context_dim = context_dim
+        self.nfe = 0
+        self.penalty: Optional[Tensor] = None  # the last training solve's RNODE penalty
+
+    def forward(self, t: Tensor, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        x = z.reshape(-1, *self.shape)
+        _, h, w = self.shape
+        extra = _time_and_context(t, z, context).reshape(x.shape[0], -1, 1, 1).expand(-1, -1, h, w)
+        for k, layer in enumerate(self.layers):
+            x = layer(torch.cat([x, extra], dim=1))
+            if k < len(self.activations):
+                x = self.activations[k](x)
+        return x.reshape(*z.shape[:-1], -1)
+
+
+#: A CNF's vector field: the MLP or the convolutional one (both ``(t, z (..., D)[, h]) -> (..., D)``).
+VectorField = Union[ODENet, ConvODENet]
 
 
 class _Augmented(nn.Module):
@@ -261,7 +328,7 @@ class _Augmented(nn.Module):
 
     def __init__(
         self,
-        net: ODENet,
+        net: VectorField,
         context: Optional[Tensor],
         trace: str,
         noise: Optional[Tensor],
@@ -327,7 +394,7 @@ class CNFSolution(NamedTuple):
 
 
 def cnf_solve(
-    net: ODENet,
+    net: VectorField,
     z: Tensor,
     context: Optional[Tensor] = None,
     t0: Time = 0.0,
@@ -396,7 +463,7 @@ def cnf_solve(
 
 
 def cnf_integrate(
-    net: ODENet,
+    net: VectorField,
     z: Tensor,
     context: Optional[Tensor] = None,
     t0: Time = 0.0,
@@ -421,7 +488,7 @@ def cnf_integrate(
 
 
 def regularized_solve(
-    net: ODENet,
+    net: VectorField,
     z: Tensor,
     context: Optional[Tensor],
     t0: Time,
