@@ -9,8 +9,10 @@ Protocol (one process, one torch thread):
   the first ``--test-points`` test images; uniform dequantization ``y = (x + u) / 256``, no logit
   layer (the ``ffjord`` density models have none), the bound ``log p(y) - D log 256`` as
   ``vaeflows density train`` reports it;
-* model: ``ffjord((1, 28, 28), num_steps=1, hidden=--hidden)``, the flattened MLP field (``D = 784``,
-  two tanh layers), the same initial weights for both; ``fm``: flow matching (rectified flow,
+* model: ``ffjord((1, 28, 28), num_steps=1, hidden=--hidden, field=--field)``, the flattened MLP
+  field (``D = 784``, two tanh layers) or the convolutional one (``--field conv``: three 3x3
+  convolutions of ``--hidden`` channels, ``t`` a constant input channel), the same initial weights
+  for both; ``fm``: flow matching (rectified flow,
   independent coupling, :class:`vaeflows.density.FlowMatching`); ``ffjord``: maximum likelihood
   through dopri5 at ``rtol = atol = 1e-5`` with the Hutchinson trace (FFJORD's);
 * budget: ``--budget`` seconds of process CPU time of training steps each, in lockstep rounds
@@ -43,6 +45,7 @@ from flow_matching import CHECKPOINTS, accurate_solver, train_in_lockstep  # noq
 
 from vaeflows.density import (  # noqa: E402
     DEQUANTIZERS,
+    FFJORD_FIELDS,
     DensityModel,
     FlowMatching,
     bits_per_dim,
@@ -53,6 +56,12 @@ from vaeflows.density import (  # noqa: E402
 )
 from vaeflows.density.training import mean_nll  # noqa: E402
 
+#: How the protocol line describes each vector field.
+FIELD_WORDS = {
+    "mlp": "flattened MLP field, two tanh layers",
+    "conv": "convolutional field: three 3x3 convolutions, two tanh hidden layers, t as a constant channel",
+}
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -61,7 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--budget", type=float, default=60.0, help="CPU seconds of training per model")
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--test-points", type=int, default=500)
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256, help="MLP width, or conv channels with --field conv")
+    parser.add_argument("--field", choices=list(FFJORD_FIELDS), default="mlp", help="the vector field (default mlp)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--nfe-samples", type=int, default=100)
@@ -75,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     models, optimizers = {}, {}
     for name in ("fm", "ffjord"):
         torch.manual_seed(args.seed)  # the same initial weights
-        flow = density_flow("ffjord", data.event_shape, num_steps=1, hidden=args.hidden)
+        flow = density_flow("ffjord", data.event_shape, num_steps=1, hidden=args.hidden, field=args.field)
         flow.check_values = False
         models[name] = DensityModel(flow, DEQUANTIZERS["uniform"](data.event_shape))
         optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=args.lr)
@@ -125,7 +135,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Written {time.strftime('%Y-%m-%d %H:%M %Z')}.",
         "",
         "Protocol: see the docstring of `benchmarks/flow_matching_mnist.py`. "
-        f"`ffjord((1, 28, 28), num_steps=1, hidden={args.hidden})` (flattened MLP field, D = {dims}), "
+        f"`ffjord((1, 28, 28), num_steps=1, hidden={args.hidden}, field={args.field!r})` ({FIELD_WORDS[args.field]}, "
+        f"D = {dims}), "
         f"{args.budget:g} CPU s of training each, {args.num_train} training images, Adam lr {args.lr}, batch "
         f"{args.batch}, seed {args.seed}; test bits/dim on the first {args.test_points} test images by dopri5 "
         f"(rtol = atol = 1e-5), eval trace: {trace} (an unbiased estimate, not the exact trace). "

@@ -422,16 +422,20 @@ def test_flow_matching_benchmark_writes_every_row_and_matches_torchcfm(tmp_path)
     assert len(differences) == 3 and max(differences) < 1e-4  # the same loss as torchcfm's
 
 
-def test_flow_matching_mnist_writes_both_rows_in_bits_per_dim(tmp_path):
-    """flow_matching_mnist.py at a tiny budget: both objectives train and are scored in bits/dim."""
+@pytest.mark.parametrize("field", ["mlp", "conv"])
+def test_flow_matching_mnist_writes_both_rows_in_bits_per_dim(tmp_path, field):
+    """flow_matching_mnist.py at a tiny budget: both objectives train and are scored in bits/dim,
+    with either vector field."""
     pytest.importorskip("torchdiffeq")
     if not (DATA / "MNIST").exists():
         pytest.skip(f"MNIST not under {DATA}")
     bench = _load("flow_matching_mnist")
     out = tmp_path / "fm_mnist.md"
     argv = ["--data-dir", str(DATA), "--budget", "0.05", "--num-train", "32", "--test-points", "4"]
-    assert bench.main([*argv, "--hidden", "4", "--batch", "4", "--nfe-samples", "2", "--out", str(out)]) == 0
+    argv += ["--hidden", "4", "--batch", "4", "--nfe-samples", "2", "--field", field, "--out", str(out)]
+    assert bench.main(argv) == 0
     text = out.read_text()
+    assert f"field={field!r}" in text
     rows = [
         line.split(" | ") for line in text.splitlines() if line.startswith("| fm |") or line.startswith("| ffjord |")
     ]
