@@ -219,10 +219,13 @@ def test_train_density_by_flow_matching(tmp_path):
     config = TrainConfig(epochs=1, batch_size=128, warmup=0)
     options = {"num_steps": 1, "hidden": 8, **RK4}
     fm = FlowMatching(coupling="ot", sigma_min=0.01)
-    kwargs = dict(num_train=256, progress=False, log=lambda s: None)
+    lines = []
+    kwargs = dict(num_train=256, progress=False, log=lines.append)
     metrics = train_density(
         "moons", "ffjord", options, config, tmp_path / "fm", objective="flow-matching", flow_matching=fm, **kwargs
     )
+    epoch_line = next(line for line in lines if line.startswith("epoch"))  # the regression loss, named so
+    assert " fm loss " in epoch_line and " valid " in epoch_line and "beta" not in epoch_line
     assert metrics["objective"] == {"name": "flow-matching", "coupling": "ot", "sigma_min": 0.01}
     assert metrics["trace"] == "exact" and metrics["sample_nfe"] > 0 and math.isfinite(metrics["test_nll"])
     assert json.loads((tmp_path / "fm" / "config.json").read_text())["objective"]["coupling"] == "ot"

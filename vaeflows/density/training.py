@@ -277,6 +277,8 @@ def train_density(
             log=log,
             allow_changes=allow_changes,
             run_log=run_log,
+            train_label="fm loss" if matching else "train nll",
+            show_beta=False,
         )
         metrics = evaluate_density(run_dir, data, device, log)
         run_log.finish({key: value for key, value in metrics.items() if key.startswith("test_")})

@@ -436,6 +436,8 @@ def fit(
     log: Callable[[str], None] = print,
     allow_changes: bool = False,
     run_log: Optional[RunLog] = None,
+    train_label: str = "train",
+    show_beta: bool = True,
 ) -> List[dict]:
     """Train ``module`` by minimizing ``loss`` over minibatches of ``train_data``; resumable.
 
@@ -456,6 +458,9 @@ def fit(
             Without it such a resume raises :class:`CheckpointMismatch`.
         run_log: copies every checkpointed epoch into TensorBoard/CSV
             (:class:`vaeflows.infer.run_log.RunLog`; written by rank 0 only). The caller finishes it.
+        train_label: what the epoch line calls the training loss (e.g. ``"fm loss"`` when it is
+            not the number ``validate`` computes).
+        show_beta: print the KL weight in the epoch line (off where the loss has no KL term).
 
     Returns:
         The per-epoch history: dicts with ``epoch``, ``train_loss``, ``valid``, ``beta``,
@@ -574,8 +579,10 @@ def fit(
                 if run_log is not None:
                     run_log.epoch(state.history)
             log(
-                f"epoch {epoch:4d}  train {train_loss:9.3f}  valid {valid:9.3f}  beta {beta:.2f}  "
-                f"{seconds:6.2f}s" + ("  *best*" if improved else "")
+                f"epoch {epoch:4d}  {train_label} {train_loss:9.3f}  valid {valid:9.3f}  "
+                + (f"beta {beta:.2f}  " if show_beta else "")
+                + f"{seconds:6.2f}s"
+                + ("  *best*" if improved else "")
             )
         barrier()  # rank 0's checkpoints are on disk when any process returns
         return state.history
