@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_DIR, command_line, machine, write_markdown  # noqa: E402
-from flow_matching import CHECKPOINTS, accurate_solver, train_in_lockstep  # noqa: E402
+from flow_matching import CHECKPOINTS, RNODE, accurate_solver, train_in_lockstep  # noqa: E402
 
 from vaeflows.density import (  # noqa: E402
     DEQUANTIZERS,
@@ -55,6 +55,18 @@ from vaeflows.density import (  # noqa: E402
     sample_nfe,
 )
 from vaeflows.density.training import mean_nll  # noqa: E402
+from vaeflows.transforms.ffjord import rnode_penalty  # noqa: E402
+
+#: The models: name -> (density flow, options); ``hidden`` is ``--hidden`` for all (the ffjord
+#: variants also take ``--field``). ``rnode``: ML FFJORD with RNODE's penalties on an rk4 grid, as
+#: ``flow_matching.py``'s; ``realnvp`` and ``nsf``: the multi-scale image flows (4 steps a level, 2 levels).
+MODELS = {
+    "fm": ("ffjord", {"num_steps": 1}),
+    "ffjord": ("ffjord", {"num_steps": 1}),
+    "rnode": ("ffjord", {"num_steps": 1, **RNODE}),
+    "realnvp": ("realnvp", {"num_steps": 4}),
+    "nsf": ("nsf", {"num_steps": 4}),
+}
 
 #: How the protocol line describes each vector field.
 FIELD_WORDS = {
@@ -76,24 +88,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--nfe-samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--models", default="fm,ffjord", help=f"comma-separated: fm,ffjord, then any of {', '.join(list(MODELS)[2:])}"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/flow_matching_mnist.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = load_density_data("mnist", args.data_dir, num_train=args.num_train)
     train, test = data.train.flatten(1), data.test[: args.test_points].flatten(1)
     dims = math.prod(data.event_shape)
-    models, optimizers = {}, {}
-    for name in ("fm", "ffjord"):
-        torch.manual_seed(args.seed)  # the same initial weights
-        flow = density_flow("ffjord", data.event_shape, num_steps=1, hidden=args.hidden, field=args.field)
-        flow.check_values = False
-        models[name] = DensityModel(flow, DEQUANTIZERS["uniform"](data.event_shape))
-        optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=args.lr)
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or names[:2] != ["fm", "ffjord"]:
+        parser.error(f"--models: fm,ffjord first, then any of {', '.join(list(MODELS)[2:])}; got {args.models!r}")
+    models, optimizers, losses = {}, {}, {}
     matching = FlowMatching()
-    losses = {
-        "fm": lambda rows: models["fm"].flow_matching_loss(rows, matching),
-        "ffjord": lambda rows: -models["ffjord"].log_likelihood(rows).mean(),
-    }
+    for name in names:
+        flow_name, options = MODELS[name]
+        if flow_name == "ffjord":
+            options = {**options, "field": args.field}
+        torch.manual_seed(args.seed)  # the same initial weights for the ffjord variants
+        flow = density_flow(flow_name, data.event_shape, hidden=args.hidden, **options)
+        flow.check_values = False
+        models[name] = model = DensityModel(flow, DEQUANTIZERS["uniform"](data.event_shape))
+        optimizers[name] = torch.optim.Adam(model.parameters(), lr=args.lr)
+        if name == "fm":
+            losses[name] = lambda rows, model=model: model.flow_matching_loss(rows, matching)
+        else:  # maximum likelihood, plus RNODE's penalties where the blocks have weights
+            losses[name] = lambda rows, model=model: -model.log_likelihood(rows).mean() + rnode_penalty(model)
 
     def test_bpd(model: torch.nn.Module) -> float:
         with accurate_solver(model), torch.no_grad():
@@ -108,8 +130,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     nfe = {}
     for name, model in models.items():
         torch.manual_seed(0)
-        with accurate_solver(model):
-            nfe[name] = sample_nfe(model.flow, args.nfe_samples)
+        if MODELS[name][0] == "ffjord":
+            with accurate_solver(model):
+                nfe[name] = str(sample_nfe(model.flow, args.nfe_samples))
+        else:
+            nfe[name] = "- (one pass)"
     wall, load = time.perf_counter() - start, max(load, os.getloadavg()[0])
     trace = cnf_blocks(models["fm"].flow)[0].eval_trace
     rows = [

@@ -13,7 +13,7 @@ import torch
 
 from tests.density.test_density_flows import jacobians
 from vaeflows.density import FlowMatching, density_flow
-from vaeflows.transforms.ffjord import ConvODENet
+from vaeflows.transforms.ffjord import ConvODENet, rnode_penalty
 
 pytest.importorskip("torchdiffeq")
 
@@ -83,3 +83,12 @@ def test_bad_input_is_refused_with_the_fix():
         density_flow("ffjord", SHAPE, field="unet")
     with pytest.raises(ValueError, match="needs an image shape"):
         ConvODENet((9,))
+
+
+def test_rnode_penalty_of_the_conv_field_reaches_the_loss():
+    torch.manual_seed(0)
+    options = dict(kinetic_weight=0.5, jacobian_weight=0.5, method="rk4", solver_steps=2)
+    m = density_flow("ffjord", SHAPE, num_steps=1, hidden=4, field="conv", **options).double()
+    m.log_prob(torch.rand(4, *SHAPE, dtype=torch.float64))
+    penalty = rnode_penalty(m)
+    assert penalty > 0 and penalty.requires_grad

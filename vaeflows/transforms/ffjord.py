@@ -526,7 +526,7 @@ def rnode_penalty(module: nn.Module) -> Tensor:
     """
     total: Optional[Tensor] = None
     for net in module.modules():
-        if isinstance(net, ODENet) and net.penalty is not None:
+        if isinstance(net, (ODENet, ConvODENet)) and net.penalty is not None:
             total = net.penalty if total is None else total + net.penalty
             net.penalty = None
     if total is None:
