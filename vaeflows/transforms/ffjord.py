@@ -75,6 +75,7 @@ from .residual import exact_jacobian
 
 __all__ = [
     "TRACE_MODES",
+    "VectorField",
     "ODENet",
     "ConvODENet",
     "CNFStep",
@@ -216,7 +217,42 @@ def _time_and_context(t: Tensor, z: Tensor, context: Optional[Tensor]) -> Tensor
     return torch.cat(inputs, dim=-1)
 
 
-class ODENet(nn.Module):
+class VectorField(nn.Module):
+    """What every CNF vector field shares: layers ``L_1 .. L_L`` that each take ``[x, t, h]``
+    (FFJORD's concat layers), the activation between them, the count of evaluations ``nfe`` and
+    the last training solve's RNODE ``penalty`` (:func:`rnode_penalty` collects it from every
+    field of a module). Subclasses give the layers and how ``[x, t, h]`` is joined.
+
+    Args:
+        sizes: ``[in, *hidden, out]`` features or channels.
+        layer: ``layer(n_in, n_out)``, one layer (``n_in`` includes the ``1 + K`` of ``[t, h]``).
+        context_dim: size of the context ``h``, or ``None``.
+        activation: ``"tanh"``, ``"softplus"`` or ``"elu"``.
+    """
+
+    def __init__(
+        self, sizes: Sequence[int], layer: Callable[[int, int], nn.Module], context_dim: Optional[int], activation: str
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+        extra = 1 + (context_dim or 0)
+        self.layers = nn.ModuleList(layer(n_in + extra, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in sizes[2:])
+        self.context_dim = context_dim
+        self.nfe = 0
+        self.penalty: Optional[Tensor] = None  # the last training solve's RNODE penalty
+
+    def _stack(self, x: Tensor, extra: Tensor, dim: int) -> Tensor:
+        """``L_L([... act(L_1([x, extra])) ..., extra])``, joining along ``dim``."""
+        for k, layer in enumerate(self.layers):
+            x = layer(torch.cat([x, extra], dim=dim))
+            if k < len(self.activations):
+                x = self.activations[k](x)
+        return x
+
+
+class ODENet(VectorField):
     """The vector field ``f(z, t[, h])``, ``(..., D) -> (..., D)``: an MLP whose every layer takes
     ``[x, t, h]`` (FFJORD's concat layers).
 
@@ -234,28 +270,14 @@ class ODENet(nn.Module):
         context_dim: Optional[int] = None,
         activation: str = "tanh",
     ) -> None:
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
-        extra = 1 + (context_dim or 0)
         sizes = [dim, *check_dims("hidden_dims", hidden_dims, allow_empty=True), dim]
-        self.layers = nn.ModuleList(nn.Linear(n_in + extra, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
-        self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden_dims)
-        self.context_dim = context_dim
-        self.nfe = 0
-        self.penalty: Optional[Tensor] = None  # the last training solve's RNODE penalty
+        super().__init__(sizes, nn.Linear, context_dim, activation)
 
     def forward(self, t: Tensor, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        extra = _time_and_context(t, z, context)
-        x = z
-        for k, layer in enumerate(self.layers):
-            x = layer(torch.cat([x, extra], dim=-1))
-            if k < len(self.activations):
-                x = self.activations[k](x)
-        return x
+        return self._stack(z, _time_and_context(t, z, context), -1)
 
 
-class ConvODENet(nn.Module):
+class ConvODENet(VectorField):
     """The vector field ``f(z, t[, h])`` on images, ``(..., C H W) -> (..., C H W)``: 3x3
     convolutions whose every layer takes the image, a constant channel ``t`` and one constant
     channel per context entry (FFJORD's ``ConcatConv2d`` field of its image models)::
@@ -285,35 +307,18 @@ class ConvODENet(nn.Module):
         context_dim: Optional[int] = None,
         activation: str = "tanh",
     ) -> None:
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
         if len(shape) != 3:
             raise ValueError(f"ConvODENet needs an image shape (C, H, W), got {tuple(shape)}")
-        self.shape = tuple(check_dims("shape", shape))
-        extra = 1 + (context_dim or 0)
-        sizes = [self.shape[0], *check_dims("hidden_channels", hidden_channels, allow_empty=True), self.shape[0]]
-        self.layers = nn.ModuleList(
-            nn.Conv2d(n_in + extra, n_out, 3, padding=1) for n_in, n_out in zip(sizes[:-1], sizes[1:])
-        )
-        self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden_channels)
-        self.context_dim = context_dim
-        self.nfe = 0
-        self.penalty: Optional[Tensor] = None  # the last training solve's RNODE penalty
+        shape = tuple(check_dims("shape", shape))
+        sizes = [shape[0], *check_dims("hidden_channels", hidden_channels, allow_empty=True), shape[0]]
+        super().__init__(sizes, partial(nn.Conv2d, kernel_size=3, padding=1), context_dim, activation)
+        self.shape = shape
 
     def forward(self, t: Tensor, z: Tensor, context: Optional[Tensor] = None) -> Tensor:
         x = z.reshape(-1, *self.shape)
         _, h, w = self.shape
         extra = _time_and_context(t, z, context).reshape(x.shape[0], -1, 1, 1).expand(-1, -1, h, w)
-        for k, layer in enumerate(self.layers):
-            x = layer(torch.cat([x, extra], dim=1))
-            if k < len(self.activations):
-                x = self.activations[k](x)
-        return x.reshape(*z.shape[:-1], -1)
-
-
-#: A CNF's vector field: the MLP or the convolutional one (both ``(t, z (..., D)[, h]) -> (..., D)``).
-VectorField = Union[ODENet, ConvODENet]
+        return self._stack(x, extra, 1).reshape(*z.shape[:-1], -1)
 
 
 class _Augmented(nn.Module):
@@ -526,7 +531,7 @@ def rnode_penalty(module: nn.Module) -> Tensor:
     """
     total: Optional[Tensor] = None
     for net in module.modules():
-        if isinstance(net, (ODENet, ConvODENet)) and net.penalty is not None:
+        if isinstance(net, VectorField) and net.penalty is not None:
             total = net.penalty if total is None else total + net.penalty
             net.penalty = None
     if total is None:
