@@ -1,13 +1,17 @@
-"""Three Pyro models that nobody here wrote, each a plain function with its data bound.
+"""Four Pyro models, each a plain function with its data bound: three that nobody here wrote, one multimodal.
 
 * ``banana``: the banana-shaped ("warped Gaussian") target of Pyro's NeuTra example, 2 latents;
 * ``eight_schools``: Rubin's eight schools, non-centered as in Pyro's ``examples/eight_schools``,
   10 latents;
-* ``logistic``: Bayesian logistic regression on scikit-learn's breast-cancer data, 11 latents.
+* ``logistic``: Bayesian logistic regression on scikit-learn's breast-cancer data, 11 latents;
+* ``folded``: Gaussian latents seen only through their absolute values, so that the posterior has
+  four well-separated modes (2 latents), with its evidence ``log Z`` in closed form
+  (:func:`folded_log_z`): the target where a monotone spline's bimodal marginals beat an affine flow.
 
 Each is registered in :data:`MODELS` as a :class:`PyroModel` (the model function, its plate
-nesting, its latent dimension and the two latents to draw against each other), which
-``examples/flow_guides.py``, ``benchmarks/pyro_guides.py`` and notebook 07 iterate::
+nesting, its latent dimension, the two latents to draw against each other and, where known
+exactly, ``log Z``), which ``examples/flow_guides.py`` and ``benchmarks/pyro_guides.py`` iterate
+(notebook 07 shows the first three, :data:`NOTEBOOK_MODELS`)::
 
     from pyro_models import MODELS
     spec = MODELS["banana"]
@@ -21,6 +25,7 @@ The helpers below (:func:`make_svi`, :func:`elbo_estimate`, :func:`guide_samples
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
@@ -37,6 +42,9 @@ __all__ = [
     "banana",
     "eight_schools",
     "logistic",
+    "folded",
+    "folded_log_z",
+    "NOTEBOOK_MODELS",
     "breast_cancer",
     "pair",
     "ANNEAL",
@@ -59,6 +67,10 @@ SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
 LOGISTIC_FEATURES = 10
 #: Scale of the Normal prior on the logistic regression's intercept and weights.
 LOGISTIC_PRIOR_SCALE = 1.0
+
+#: The folded model's observations ``x_d``, prior scale ``s`` and noise ``sigma`` (see :func:`folded`).
+FOLDED_X = (2.0, 1.5)
+FOLDED_PRIOR_SCALE, FOLDED_NOISE = 2.0, 0.5
 
 
 def banana() -> None:
@@ -152,6 +164,53 @@ def logistic() -> None:
         pyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
 
 
+def folded() -> None:
+    """Two Gaussian latents observed only through their absolute values: a four-mode posterior::
+
+        z_d ~ N(0, s^2),    x_d ~ N(|z_d|, sigma^2),    d = 1, 2
+
+    with ``s = 2``, ``sigma = 0.5`` and data ``x = (2, 1.5)``. The sign of each ``z_d`` is not
+    identified, so the posterior is the product of two symmetric bimodal marginals,
+    ``p(z_d | x_d) = N(|z_d|; m_d, v^2) / (2 Phi(m_d / v))`` with ``m_d = s^2 x_d / (s^2 + sigma^2)``
+    and ``v^2 = s^2 sigma^2 / (s^2 + sigma^2)``: modes at ``z = (+-1.88, +-1.41)``, each ``0.49``
+    wide, ``3.9`` and ``2.9`` widths from zero. Latent dimension 2.
+
+    The evidence is in closed form (:func:`folded_log_z`), so a guide's ELBO is ``log Z - KL(q || p)``
+    exactly. A Gaussian guide can hold one mode: ``KL >= 2 log 2 - eps`` (``log 2`` per folded
+    latent, less the small overlap of the two halves), 1.386 nats below ``log Z``. An affine
+    autoregressive flow's first coordinate is an affine map of a Gaussian, unimodal, at every step;
+    a monotone spline can put a gap of low density in a coordinate's marginal.
+
+    References:
+        Leone, Nelson & Nottingham, "The Folded Normal Distribution", Technometrics 1961 (the
+        ``|z|`` likelihood); Durkan et al., "Neural Spline Flows", NeurIPS 2019 (the guides it tests).
+    """
+    x = torch.tensor(FOLDED_X)
+    with pyro.plate("coordinates", len(x)):
+        z = pyro.sample("z", dist.Normal(torch.tensor(0.0), FOLDED_PRIOR_SCALE))
+        pyro.sample("x", dist.Normal(z.abs(), FOLDED_NOISE), obs=x)
+
+
+def folded_log_z() -> float:
+    """The folded model's evidence ``log p(x)``, exactly.
+
+    For each coordinate, splitting the integral at ``z = 0`` and completing the square::
+
+        p(x_d) = int N(z; 0, s^2) N(x_d; |z|, sigma^2) dz = 2 N(x_d; 0, s^2 + sigma^2) Phi(m_d / v)
+
+    (``m_d``, ``v`` as in :func:`folded`), and ``log Z`` is the sum over the coordinates.
+
+    Example:
+        >>> round(folded_log_z(), 4)
+        -2.6357
+    """
+    s2, n2 = FOLDED_PRIOR_SCALE**2, FOLDED_NOISE**2
+    x = torch.tensor(FOLDED_X, dtype=torch.float64)
+    mean, sd = s2 * x / (s2 + n2), (s2 * n2 / (s2 + n2)) ** 0.5
+    evidence = dist.Normal(0.0, (s2 + n2) ** 0.5).log_prob(x) + torch.special.log_ndtr(mean / sd) + math.log(2.0)
+    return evidence.sum().item()
+
+
 @dataclass(frozen=True)
 class PyroModel:
     """A model of :data:`MODELS` and what the examples need to know about it.
@@ -165,6 +224,8 @@ class PyroModel:
             scalar site; the value drawn is the unconstrained one (see :func:`pair`).
         labels: axis labels of the pair.
         description: one line.
+        log_z: the evidence ``log p(data)`` where it is known exactly (``None`` where not): a
+            guide's ``KL(q || p)`` is then ``log_z - ELBO``.
     """
 
     name: str
@@ -174,6 +235,7 @@ class PyroModel:
     pair: Tuple[Tuple[str, object], Tuple[str, object]]
     labels: Tuple[str, str]
     description: str
+    log_z: Optional[float] = None
 
 
 #: Model name -> :class:`PyroModel`.
@@ -186,6 +248,7 @@ MODELS: Dict[str, PyroModel] = {
         (("x1", None), ("x2", None)),
         ("x1", "x2"),
         "banana of Pyro's NeuTra example (a=1.15, b=1, rho=0.9), log Z = 0",
+        0.0,
     ),
     "eight_schools": PyroModel(
         "eight_schools",
@@ -205,7 +268,21 @@ MODELS: Dict[str, PyroModel] = {
         ("w radius", "w perimeter"),
         "logistic regression, breast cancer (569 x 10 standardized features, N(0, 1) prior)",
     ),
+    "folded": PyroModel(
+        "folded",
+        folded,
+        1,
+        2,
+        (("z", 0), ("z", 1)),
+        ("z_1", "z_2"),
+        f"folded: z ~ N(0, 2^2 I_2), x ~ N(|z|, 0.5^2), x = (2, 1.5); four modes, log Z = {folded_log_z():.4f}",
+        folded_log_z(),
+    ),
 }
+
+#: The models notebook 07 trains and draws (the folded model is the spline guides' case, in
+#: ``examples/flow_guides.py`` and ``benchmarks/pyro_guides.py``).
+NOTEBOOK_MODELS = ("banana", "eight_schools", "logistic")
 
 
 def pair(spec: PyroModel, samples: Dict[str, torch.Tensor]) -> torch.Tensor:

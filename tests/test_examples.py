@@ -151,3 +151,39 @@ def test_make_svi_drops_the_rate_for_the_last_steps():
     assert len(svi.optim.optim_objs) == len(list(guide.parameters()))
     with pytest.raises(ValueError, match="anneal"):
         example.make_svi(spec, guide, 0.01, 2, steps=10, anneal=1.0)
+
+
+def test_folded_model_log_z_matches_quadrature_of_its_own_density():
+    """folded_log_z, the closed form, against a Riemann sum of the Pyro model's joint density on a
+    grid (the model traced, not the formula), and the sign symmetry that makes its four modes."""
+    import pyro
+    import torch
+    from pyro import poutine
+
+    load("flow_guides")  # puts examples/ on sys.path, as the example does
+    import pyro_models
+
+    spec = pyro_models.MODELS["folded"]
+    assert spec.latent_dim == 2 and spec.log_z == pyro_models.folded_log_z()
+    axis = torch.linspace(-7.0, 7.0, 561, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+
+    def log_joint(z):
+        with pyro.plate("points", len(z), dim=-2):
+            trace = poutine.trace(poutine.condition(spec.model, data={"z": z})).get_trace()
+        trace.compute_log_prob()
+        return sum(site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample").sum(-1)
+
+    with torch.autograd.set_grad_enabled(False):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            log_p = log_joint(grid)
+            modes = torch.tensor([[1.882, 1.412], [-1.882, 1.412], [1.882, -1.412], [-1.882, -1.412], [0.0, 0.0]])
+            at_modes = log_joint(modes.double())
+        finally:
+            torch.set_default_dtype(previous)
+    cell = (axis[1] - axis[0]).item() ** 2
+    assert abs(torch.logsumexp(log_p, 0).item() + math.log(cell) - spec.log_z) < 1e-4
+    assert torch.allclose(at_modes[:4], at_modes[0].expand(4))  # the signs are not identified
+    assert (at_modes[0] - at_modes[4]).item() > 5  # and zero, between the modes, is far less likely
