@@ -1,8 +1,9 @@
-"""Mean-field, full-rank and flow guides side by side on three Pyro models nobody here wrote.
+"""Mean-field, full-rank and flow guides side by side on three Pyro models nobody here wrote, and a multimodal one.
 
 The models are those of ``examples/pyro_models.py``: the banana of Pyro's NeuTra example (2
-latents, ``log Z = 0``, so its ELBO is ``-KL(q || p)``), Rubin's eight schools (10 latents) and a
-Bayesian logistic regression on scikit-learn's breast-cancer data (11 latents). On each, every
+latents, ``log Z = 0``, so its ELBO is ``-KL(q || p)``), Rubin's eight schools (10 latents), a
+Bayesian logistic regression on scikit-learn's breast-cancer data (11 latents) and the folded
+model (2 latents seen through ``|z|``: four posterior modes, ``log Z`` exact). On each, every
 guide is a :class:`vaeflows.guides.AutoFlow`, trained for the same number of steps by the same
 protocol (``pyro_models.make_svi``: ``Trace_ELBO`` with 8 vectorized particles, ``ClippedAdam``,
 the learning rate a tenth for the last 20% of the steps):
@@ -11,12 +12,15 @@ the learning rate a tenth for the last 20% of the steps):
 * ``full rank``: ``AutoFlow(model, None, base="full")``, that of ``AutoMultivariateNormal``;
 * one flow guide per ``--flows`` entry ``FLOW[:BASE]`` (a name of
   ``vaeflows.transforms.POSTERIOR_FLOWS`` and an affine base of ``vaeflows.guides.BASES``,
-  ``diagonal`` if omitted), ``--num-flows`` steps each.
+  ``diagonal`` if omitted), ``--num-flows`` steps each;
+* on the folded model, also a spline guide (:data:`MODEL_FLOWS`):
+  ``AutoFlow(model, "spline-autoregressive", base="standard", zero_init=True)``.
 
 Each trained guide's ELBO is estimated from 10,000 draws (``pyro_models.elbo_estimate``, mean +-
-standard error), a NUTS chain gives the reference posterior, and ``OUT/<model>.png`` draws the
-model's pair of latents (``PyroModel.pair``) for each guide (the regions holding 30 to 99% of
-20,000 guide draws) under the NUTS draws, the ELBO in every title. A table of ELBO +- se is
+standard error), a NUTS chain gives the reference posterior (on the folded model, whose modes
+one chain does not cross, exact draws: ``PyroModel.exact_posterior``), and ``OUT/<model>.png``
+draws the model's pair of latents (``PyroModel.pair``) for each guide (the regions holding 30 to
+99% of 20,000 guide draws) under the reference draws, the ELBO in every title. A table of ELBO +- se is
 printed at the end.
 
 The default flows, ``iaf:full`` and ``sylvester-triangular:diagonal``, did best over the three
@@ -78,13 +82,28 @@ DEFAULTS = dict(
 )
 
 
-def guide_options(flows: Sequence[str]) -> Dict[str, Tuple[Optional[str], str]]:
-    """Guide label -> ``(flow, base)``: the two Gaussians, then one per ``FLOW[:BASE]`` of ``flows``.
+#: A guide: ``(flow, base, options)``, the arguments of ``AutoFlow(model, flow, base=base, **options)``.
+GuideOption = Tuple[Optional[str], str, Dict[str, object]]
+
+#: Model name -> guides added on that model to those of ``--flows`` (label -> :data:`GuideOption`):
+#: the folded model's four modes are the case of a spline posterior, which no affine flow can
+#: split (``benchmarks/results/pyro_guides_folded.md``: ELBO -2.74 against -4.02 for the IAF, of
+#: ``log Z = -2.64``; zero_init on the standard base was the best spline start there).
+MODEL_FLOWS: Dict[str, Dict[str, GuideOption]] = {
+    "folded": {
+        "spline-autoregressive, standard base": ("spline-autoregressive", "standard", {"zero_init": True}),
+    },
+}
+
+
+def guide_options(flows: Sequence[str], model: Optional[str] = None) -> Dict[str, GuideOption]:
+    """Guide label -> ``(flow, base, options)``: the two Gaussians, one per ``FLOW[:BASE]`` of
+    ``flows``, then those :data:`MODEL_FLOWS` adds on ``model``.
 
     Raises:
         ValueError: for an unknown flow or base, naming the known ones.
     """
-    options: Dict[str, Tuple[Optional[str], str]] = {"mean field": (None, "diagonal"), "full rank": (None, "full")}
+    options: Dict[str, GuideOption] = {"mean field": (None, "diagonal", {}), "full rank": (None, "full", {})}
     for entry in flows:
         flow, _, base = entry.partition(":")
         base = base or "diagonal"
@@ -92,12 +111,21 @@ def guide_options(flows: Sequence[str]) -> Dict[str, Tuple[Optional[str], str]]:
             raise ValueError(f"unknown flow {flow!r} in {entry!r}; known flows: {', '.join(POSTERIOR_FLOWS)}")
         if base not in BASES:
             raise ValueError(f"unknown base {base!r} in {entry!r}; known bases: {', '.join(BASES)}")
-        options[f"{flow}, {base} base"] = (flow, base)
+        options[f"{flow}, {base} base"] = (flow, base, {})
+    options.update(MODEL_FLOWS.get(model or "", {}))
     return options
 
 
-def train_guide(spec: PyroModel, label: str, flow: Optional[str], base: str, args, index: int = 0) -> Dict[str, object]:
-    """Train ``AutoFlow(spec.model, flow, args.num_flows, base)`` for ``args.steps`` steps, then score it.
+def train_guide(
+    spec: PyroModel,
+    label: str,
+    flow: Optional[str],
+    base: str,
+    args,
+    index: int = 0,
+    options: Optional[Dict[str, object]] = None,
+) -> Dict[str, object]:
+    """Train ``AutoFlow(spec.model, flow, args.num_flows, base, **options)`` for ``args.steps`` steps, then score it.
 
     The guide gets a parameter-store name of its own (``AutoFlow_<index>``: Pyro keys a module's
     parameters by its name, so two ``AutoFlow`` would otherwise share theirs) and is seeded from
@@ -109,7 +137,7 @@ def train_guide(spec: PyroModel, label: str, flow: Optional[str], base: str, arg
         ``diverged_at`` (the step whose loss was not finite, ``None`` if none; the ELBO is then NaN).
     """
     pyro.set_rng_seed(args.seed)
-    guide = AutoFlow(spec.model, flow, num_flows=args.num_flows, base=base)
+    guide = AutoFlow(spec.model, flow, num_flows=args.num_flows, base=base, **(options or {}))
     guide._pyro_name = f"AutoFlow_{index}"
     svi = make_svi(spec, guide, args.lr, args.particles, steps=args.steps)
     history: List[float] = []
@@ -167,11 +195,13 @@ def draw_pair(spec: PyroModel, guide: AutoFlow, num_samples: int) -> torch.Tenso
         return pair(spec, guide())
 
 
-def plot_model(spec: PyroModel, guides: Dict[str, dict], reference: torch.Tensor, num_samples: int):
-    """One panel per guide: ``spec``'s pair of latents, the NUTS draws ``reference`` ``(S, 2)``
-    over the regions holding 30, 50, 70, 90 and 99% of ``num_samples`` guide draws (a 48 x 48
-    histogram), the ELBO in the title. All panels share the axes, which hold the middle 99.6% of
-    the NUTS draws and of every guide's.
+def plot_model(
+    spec: PyroModel, guides: Dict[str, dict], reference: torch.Tensor, num_samples: int, reference_label: str = "NUTS"
+):
+    """One panel per guide: ``spec``'s pair of latents, the reference draws ``reference`` ``(S, 2)``
+    (NUTS's, or the exact posterior's: ``reference_label``) over the regions holding 30, 50, 70, 90
+    and 99% of ``num_samples`` guide draws (a 48 x 48 histogram), the ELBO in the title. All
+    panels share the axes, which hold the middle 99.6% of the reference draws and of every guide's.
 
     Returns:
         a ``matplotlib.figure.Figure`` (no pyplot: it works headless and in a notebook alike).
@@ -191,7 +221,7 @@ def plot_model(spec: PyroModel, guides: Dict[str, dict], reference: torch.Tensor
     figure = Figure(figsize=(3.6 * len(guides), 3.6), layout="constrained")
     axes = figure.subplots(1, len(guides), squeeze=False)[0]
     for ax, (label, result) in zip(axes, guides.items()):
-        ax.scatter(reference[:, 0], reference[:, 1], s=3, color="black", alpha=0.5, label="NUTS", zorder=2)
+        ax.scatter(reference[:, 0], reference[:, 1], s=3, color="black", alpha=0.5, label=reference_label, zorder=2)
         if label in drawn:
             counts, edges = torch.histogramdd(drawn[label], bins=[48, 48], range=bounds)
             centres = [(edge[1:] + edge[:-1]) / 2 for edge in edges]
@@ -209,7 +239,7 @@ def plot_model(spec: PyroModel, guides: Dict[str, dict], reference: torch.Tensor
         ax.set_xlabel(spec.labels[0])
         ax.set_ylabel(spec.labels[1])
     axes[0].legend(loc="upper left", fontsize=8)
-    figure.suptitle(f"{spec.description}: guides (blue) against NUTS (black)", fontsize=11)
+    figure.suptitle(f"{spec.description}: guides (blue) against {reference_label} (black)", fontsize=11)
     return figure
 
 
@@ -224,19 +254,19 @@ def main(args) -> Dict[str, dict]:
         Model name -> ``{"guides": {label: result of train_guide}, "nuts": (S, 2) NUTS draws of the
         pair, "figure": path of the PNG}``.
     """
-    options = guide_options(args.flows)
+    guide_options(args.flows)  # checks the entries before any training
     unknown = [name for name in args.models if name not in MODELS]
     if unknown:
         raise ValueError(f"unknown models {unknown}; known models: {', '.join(MODELS)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _compare(args, options)
+        return _compare(args)
     finally:
         torch.set_num_threads(threads)
 
 
-def _compare(args, options: Dict[str, Tuple[Optional[str], str]]) -> Dict[str, dict]:
+def _compare(args) -> Dict[str, dict]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: Dict[str, dict] = {}
@@ -244,17 +274,26 @@ def _compare(args, options: Dict[str, Tuple[Optional[str], str]]) -> Dict[str, d
         spec = MODELS[name]
         pyro.clear_param_store()
         guides = {
-            label: train_guide(spec, label, flow, base, args, index)
-            for index, (label, (flow, base)) in enumerate(options.items())
+            label: train_guide(spec, label, flow, base, args, index, options)
+            for index, (label, (flow, base, options)) in enumerate(guide_options(args.flows, name).items())
         }
         start = time.perf_counter()
-        reference = pair(spec, nuts_samples(spec, args.nuts_warmup, args.nuts_samples, seed=args.seed))
-        print(
-            f"{name}: NUTS, {args.nuts_warmup} warm-up + {args.nuts_samples} draws, {time.perf_counter() - start:.0f} s"
-        )
+        if spec.exact_posterior is not None:
+            pyro.set_rng_seed(args.seed)
+            reference, reference_label = pair(spec, spec.exact_posterior(args.nuts_samples)), "exact posterior"
+            print(f"{name}: {args.nuts_samples} exact posterior draws (no NUTS chain)")
+        else:
+            reference, reference_label = (
+                pair(spec, nuts_samples(spec, args.nuts_warmup, args.nuts_samples, args.seed)),
+                "NUTS",
+            )
+            print(
+                f"{name}: NUTS, {args.nuts_warmup} warm-up + {args.nuts_samples} draws, "
+                f"{time.perf_counter() - start:.0f} s"
+            )
         pyro.set_rng_seed(args.seed)
         path = out / f"{name}.png"
-        plot_model(spec, guides, reference, args.plot_samples).savefig(path, dpi=100)
+        plot_model(spec, guides, reference, args.plot_samples, reference_label).savefig(path, dpi=100)
         results[name] = {"guides": guides, "nuts": reference, "figure": path}
     print(
         f"\n{'model':14s} {'guide':34s} {'ELBO':>10s} {'± se':>7s} {'ms/step':>8s}"

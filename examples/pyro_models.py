@@ -44,6 +44,7 @@ __all__ = [
     "logistic",
     "folded",
     "folded_log_z",
+    "folded_posterior",
     "NOTEBOOK_MODELS",
     "breast_cancer",
     "pair",
@@ -191,6 +192,13 @@ def folded() -> None:
         pyro.sample("x", dist.Normal(z.abs(), FOLDED_NOISE), obs=x)
 
 
+def _folded_halves() -> Tuple[torch.Tensor, float]:
+    """``(m, v)`` of :func:`folded`: each coordinate's posterior is ``N(m_d, v^2)`` folded to ``|z_d|``."""
+    s2, n2 = FOLDED_PRIOR_SCALE**2, FOLDED_NOISE**2
+    x = torch.tensor(FOLDED_X, dtype=torch.float64)
+    return s2 * x / (s2 + n2), (s2 * n2 / (s2 + n2)) ** 0.5
+
+
 def folded_log_z() -> float:
     """The folded model's evidence ``log p(x)``, exactly.
 
@@ -204,11 +212,34 @@ def folded_log_z() -> float:
         >>> round(folded_log_z(), 4)
         -2.6357
     """
-    s2, n2 = FOLDED_PRIOR_SCALE**2, FOLDED_NOISE**2
-    x = torch.tensor(FOLDED_X, dtype=torch.float64)
-    mean, sd = s2 * x / (s2 + n2), (s2 * n2 / (s2 + n2)) ** 0.5
-    evidence = dist.Normal(0.0, (s2 + n2) ** 0.5).log_prob(x) + torch.special.log_ndtr(mean / sd) + math.log(2.0)
+    mean, sd = _folded_halves()
+    x, scale = torch.tensor(FOLDED_X, dtype=torch.float64), (FOLDED_PRIOR_SCALE**2 + FOLDED_NOISE**2) ** 0.5
+    evidence = dist.Normal(0.0, scale).log_prob(x) + torch.special.log_ndtr(mean / sd) + math.log(2.0)
     return evidence.sum().item()
+
+
+def folded_posterior(num_samples: int) -> Dict[str, torch.Tensor]:
+    """Exact draws from the folded model's posterior, the reference of its pictures.
+
+    Not a NUTS chain: one chain stays in one mode of ``z_1`` (:func:`nuts_samples` with 300
+    warm-up steps and 600 draws, seed 0: no draw of ``z_1 > 0``, a quarter of ``z_2 > 0``).
+
+    Each coordinate independently: ``|z_d|`` from ``N(m_d, v^2)`` truncated to ``(0, inf)`` by the
+    inverse CDF, ``u ~ U(Phi(-m_d / v), 1)``, ``|z_d| = m_d + v Phi^-1(u)``; then a fair random sign.
+
+    Returns:
+        ``{"z": (num_samples, 2)}``, in the default dtype, as :func:`nuts_samples` returns.
+
+    Example:
+        >>> folded_posterior(5)["z"].shape
+        torch.Size([5, 2])
+    """
+    mean, sd = _folded_halves()
+    low = torch.special.ndtr(-mean / sd)
+    u = low + (1 - low) * torch.rand(num_samples, len(mean), dtype=torch.float64)
+    size = mean + sd * torch.special.ndtri(u)
+    sign = torch.randint(0, 2, size.shape) * 2 - 1
+    return {"z": (sign * size).to(torch.get_default_dtype())}
 
 
 @dataclass(frozen=True)
@@ -226,6 +257,8 @@ class PyroModel:
         description: one line.
         log_z: the evidence ``log p(data)`` where it is known exactly (``None`` where not): a
             guide's ``KL(q || p)`` is then ``log_z - ELBO``.
+        exact_posterior: ``S -> {site: (S, *shape)}``, exact constrained posterior draws where they
+            can be had (``None`` where not): the reference of the pictures instead of a NUTS chain.
     """
 
     name: str
@@ -236,6 +269,7 @@ class PyroModel:
     labels: Tuple[str, str]
     description: str
     log_z: Optional[float] = None
+    exact_posterior: Optional[Callable[[int], Dict[str, torch.Tensor]]] = None
 
 
 #: Model name -> :class:`PyroModel`.
@@ -277,6 +311,7 @@ MODELS: Dict[str, PyroModel] = {
         ("z_1", "z_2"),
         f"folded: z ~ N(0, 2^2 I_2), x ~ N(|z|, 0.5^2), x = (2, 1.5); four modes, log Z = {folded_log_z():.4f}",
         folded_log_z(),
+        folded_posterior,
     ),
 }
 

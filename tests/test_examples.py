@@ -187,3 +187,47 @@ def test_folded_model_log_z_matches_quadrature_of_its_own_density():
     assert abs(torch.logsumexp(log_p, 0).item() + math.log(cell) - spec.log_z) < 1e-4
     assert torch.allclose(at_modes[:4], at_modes[0].expand(4))  # the signs are not identified
     assert (at_modes[0] - at_modes[4]).item() > 5  # and zero, between the modes, is far less likely
+
+
+def test_folded_posterior_draws_have_the_exact_marginals():
+    """Both signs of every coordinate equally often, and |z_d| with its truncated normal's mean."""
+    import torch
+
+    load("flow_guides")  # puts examples/ on sys.path, as the example does
+    import pyro_models
+
+    torch.manual_seed(0)
+    z = pyro_models.folded_posterior(40000)["z"]
+    assert z.shape == (40000, 2) and z.dtype == torch.get_default_dtype()
+    assert torch.allclose((z > 0).float().mean(0), torch.tensor(0.5), atol=0.01)
+    mean, sd = pyro_models._folded_halves()
+    alpha = mean / sd
+    truncated_mean = mean + sd * torch.exp(-0.5 * alpha**2) / (2 * math.pi) ** 0.5 / torch.special.ndtr(alpha)
+    assert torch.allclose(z.abs().mean(0).double(), truncated_mean, atol=0.01)
+
+
+def test_flow_guides_adds_the_spline_guide_on_the_folded_model(tmp_path):
+    """On the folded model the example adds its spline guide (MODEL_FLOWS) and draws the exact
+    posterior as reference, which holds all four modes (a NUTS chain does not)."""
+    example = load("flow_guides")
+    results = example.main(
+        args_of(
+            example,
+            models=["folded"],
+            flows=[],
+            steps=20,
+            elbo_samples=200,
+            plot_samples=500,
+            nuts_samples=400,
+            out=str(tmp_path),
+            progress=False,
+        )
+    )
+    guides = results["folded"]["guides"]
+    assert list(guides) == ["mean field", "full rank", "spline-autoregressive, standard base"]
+    spline = guides["spline-autoregressive, standard base"]["guide"]
+    assert spline._base == "standard" and spline._flow_options == {"zero_init": True}
+    assert math.isfinite(guides["spline-autoregressive, standard base"]["elbo"])
+    reference = results["folded"]["nuts"]
+    assert reference.shape == (400, 2) and ((reference > 0).float().mean(0) - 0.5).abs().max() < 0.1
+    assert results["folded"]["figure"].stat().st_size > 10_000
