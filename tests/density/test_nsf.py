@@ -99,13 +99,45 @@ def test_options_reach_the_layers():
     layers = [m for m in model.modules() if isinstance(m, SplineCoupling)]
     assert len(layers) == 3 and all(m.bins == 5 and m.tail_bound == 1.5 for m in layers)
     linears = [m for m in layers[0].net.modules() if isinstance(m, torch.nn.Linear)]
-    assert [m.out_features for m in linears] == [12, 7, 4 * (3 * 5 - 1)]
+    # Vectors: the net takes the 2 conditioning entries and returns the 2 others' parameters only.
+    assert linears[0].in_features == 2 and [m.out_features for m in linears] == [12, 7, 2 * (3 * 5 - 1)]
+    assert all(m.bin_scale == 1 / 7**0.5 for m in layers)  # nflows' 1 / sqrt(last hidden width)
     ar = nsf((4,), num_steps=2, hidden=16, transform="autoregressive", bins=3)
     steps = [m for m in ar.modules() if isinstance(m, SplineMAFStep)]
     assert len(steps) == 2 and steps[0].bins == 3
     assert torch.equal(steps[1].made.permutation, steps[0].made.permutation.flip(0))
     image = nsf((1, 4, 4), num_steps=1, hidden=8, bins=4)
     assert image.unit_interval and {m.bins for m in image.modules() if isinstance(m, SplineCoupling)} == {4}
+
+
+def test_vector_coupling_is_the_spline_of_the_gathered_parts():
+    """By hand: the transformed entries go through the bounded, scaled spline of net(x[conditioning]),
+    the conditioning ones through the unscaled spline of phi, each put back in its place."""
+    from vaeflows.density.splines import LOGIT_BOUND
+    from vaeflows.transforms.spline import _split_raw, rational_quadratic_spline
+
+    torch.manual_seed(0)
+    model = nsf((5,), num_steps=1, hidden=8, bins=4, tail_bound=2.0, unconditional=True)
+    (layer,) = [m for m in model.modules() if isinstance(m, SplineCoupling)]
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p))
+    x = 1.5 * torch.randn(6, 5, dtype=torch.float64)
+    layer.double()
+    z, ladj = layer.inverse_and_ladj(x)
+
+    def spline(v, raw, scale):
+        w, h, d = _split_raw(raw, 4)
+        bound = lambda r: (r * scale) / (1 + (r * scale).abs() / LOGIT_BOUND)  # noqa: E731
+        return rational_quadratic_spline(v, bound(w), bound(h), d, 2.0)
+
+    cond, free = [0, 2, 4], [1, 3]
+    raw = layer.net(x[:, cond], None).unflatten(-1, (2, 11))
+    z_free, l_free = spline(x[:, free], raw, 1 / 8**0.5)
+    z_cond, l_cond = spline(x[:, cond], layer.phi, 1.0)
+    torch.testing.assert_close(z[:, free], z_free)
+    torch.testing.assert_close(z[:, cond], z_cond)
+    torch.testing.assert_close(ladj, -(l_free.sum(-1) + l_cond.sum(-1)))  # log|dx/dz|, x the data
 
 
 def test_coupling_starts_as_the_identity():
@@ -146,7 +178,7 @@ def test_resnet_conditioner_is_nflows_residual_net_and_refuses_what_does_not_app
     model = nsf((6,), num_steps=2, hidden=8, bins=3, conditioner="resnet", num_blocks=3)
     nets = [m for m in model.modules() if isinstance(m, CouplingResNet)]
     assert len(nets) == 2 and all(len(n.blocks) == 3 for n in nets)
-    assert all(n.initial.in_features == 6 and n.final.out_features == 6 * 8 for n in nets)
+    assert all(n.initial.in_features == 3 and n.final.out_features == 3 * 8 for n in nets)
     x = torch.randn(5, 6)
     torch.testing.assert_close(model.log_prob(x), nsf((6,), num_steps=2, hidden=8, bins=3).log_prob(x))  # identity
     for block in nets[0].blocks:

@@ -716,16 +716,21 @@ def nsf(
 
         def layers(dim: int) -> List[Bijection]:
             if transform == "coupling":
+                masks = [alternating_mask(dim, k % 2) for k in range(num_steps)]
+                last_width = hidden if conditioner == "resnet" else widths[-1]
                 return [
                     SplineCoupling(
-                        alternating_mask(dim, k % 2),
-                        build_net(dim, dim * params, hidden, context_dim, widths, num_blocks, not rezero),
+                        mask,
+                        build_net(
+                            int(mask.sum()), int((1 - mask).sum()) * params, hidden, context_dim, widths, num_blocks, not rezero
+                        ),
                         bins,
                         tail_bound,
+                        bin_scale=1 / math.sqrt(last_width),
                         rezero=rezero,
                         unconditional=unconditional,
                     )
-                    for k in range(num_steps)
+                    for mask in masks
                 ]
             if min(widths) < dim:
                 raise ValueError(
