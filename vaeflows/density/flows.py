@@ -649,7 +649,10 @@ def nsf(
       (:func:`~.layers.alternating_mask`: on a flattened MNIST, 300 steps, 3.21 bits/dim against
       4.56 with halves), each conditioner an MLP of
       ``hidden_dims`` (default ``(hidden, hidden)``) ReLU units with a zero last layer (every step
-      starts as the identity). Images: RealNVP's multi-scale stack (see :func:`realnvp`:
+      starts as the identity) that takes the conditioning entries alone and returns the other
+      half's parameters (nflows' layout), the raw bin widths and heights divided by ``sqrt`` of its
+      last hidden width (nflows'; on MNIST 3.26 bits/dim with it against 4.17 without, see
+      :mod:`~vaeflows.density.splines`). Images: RealNVP's multi-scale stack (see :func:`realnvp`:
       checkerboard and channel masks, squeeze, factor-out, ActNorm after each coupling, a
       :class:`~.layers.Logit` on the data side, so images are modelled on ``[0, 1]``) with spline
       couplings whose conditioners are conv nets of ``hidden`` channels.
@@ -722,7 +725,13 @@ def nsf(
                     SplineCoupling(
                         mask,
                         build_net(
-                            int(mask.sum()), int((1 - mask).sum()) * params, hidden, context_dim, widths, num_blocks, not rezero
+                            int(mask.sum()),
+                            int((1 - mask).sum()) * params,
+                            hidden,
+                            context_dim,
+                            widths,
+                            num_blocks,
+                            not rezero,
                         ),
                         bins,
                         tail_bound,
